@@ -1,0 +1,62 @@
+/* Element types: sizes, conversion to and from f32, and dot-product kernels.
+ *
+ * Kernels come as a scalar reference plus AVX2 and AVX-512 versions picked at
+ * run time from cpuid (mope_quant_set_isa can force one, for tests and
+ * benchmarks).  A dot product of a weight row with activations first
+ * converts the activations once per row-vector to the weight type's
+ * "vec_dot_type" (Q8_0 for Q4_0/Q4_1/Q5_0/Q8_0, Q8_K for the K-quants, F16 for
+ * F16, F32 for F32 and BF16), as ggml does, so the inner loop is integer
+ * arithmetic.  Block layouts: ../shared/reference/GGUF_FACTS.md §2. */
+#ifndef MOPE_QUANT_H
+#define MOPE_QUANT_H
+
+#include "mope/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct mope_type_traits {
+    const char *name;   /* "f32", "q8_0", ... */
+    int64_t blck_size;  /* elements per block */
+    size_t type_size;   /* bytes per block */
+    bool supported;     /* mope can dequantise and dot it */
+    bool can_quantize;  /* mope can quantise f32 to it */
+    mope_type vec_dot_type;
+} mope_type_traits;
+
+/* NULL for a value that is not a known type. */
+const mope_type_traits *mope_type_get(int type);
+const char *mope_type_name(int type);           /* "unknown" if not known */
+int mope_type_from_name(const char *name);      /* -1 if not known; case-insensitive */
+/* Bytes of a row of n elements; 0 when n is not a multiple of the block size
+ * or the type is unknown. */
+size_t mope_row_size(int type, int64_t n);
+
+/* Row conversion.  n must be a multiple of the block size. */
+int mope_dequantize_row(int type, const void *src, float *dst, int64_t n);
+int mope_quantize_row(int type, const float *src, void *dst, int64_t n);
+
+typedef enum mope_isa { MOPE_ISA_SCALAR = 0, MOPE_ISA_AVX2 = 1, MOPE_ISA_AVX512 = 2 } mope_isa;
+mope_isa mope_quant_best_isa(void);        /* what this CPU supports */
+mope_isa mope_quant_isa(void);             /* what is in use */
+void mope_quant_set_isa(mope_isa isa);     /* clamps to what the CPU supports */
+const char *mope_isa_name(mope_isa isa);
+
+/* s = dot(w, x) over n elements: w a row of type `type`, x a row already
+ * converted to mope_type_get(type)->vec_dot_type. */
+void mope_vec_dot(int type, int64_t n, float *s, const void *w, const void *x);
+/* Same, forcing an ISA (tests compare every ISA with the scalar one). */
+void mope_vec_dot_isa(mope_isa isa, int type, int64_t n, float *s, const void *w, const void *x);
+/* Convert an f32 activation row into the vec_dot_type of `type` (dst has
+ * mope_row_size(vec_dot_type, n) bytes). */
+void mope_quantize_act(int type, const float *x, void *dst, int64_t n);
+
+/* f32 helpers used by the model code. */
+float mope_dot_f32(const float *a, const float *b, int64_t n);
+void mope_axpy_f32(float *y, float a, const float *x, int64_t n); /* y += a*x */
+
+#ifdef __cplusplus
+}
+#endif
+#endif
