@@ -4,7 +4,7 @@
 # everything is already installed.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libopenblas-dev libcjson-dev libcmocka-dev
-      libpcre2-dev libutf8proc-dev)
+      libpcre2-dev libutf8proc-dev wordnet-base)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -67,7 +67,7 @@ const void *mope_gguf_base(const mope_gguf *g, size_t *size); /* whole file */
 /* Key/value pairs, in file order. */
 int64_t mope_gguf_n_kv(const mope_gguf *g);
 const char *mope_gguf_kv_key(const mope_gguf *g, int64_t i);   /* NUL-terminated */
-mope_gguf_type mope_gguf_kv_type(const mope_gguf *g, int64_t i);
+mope_gguf_type mope_gguf_kv_type(const mope_gguf *g, int64_t i); /* (mope_gguf_type)-1 for a bad index */
 int64_t mope_gguf_find_key(const mope_gguf *g, const char *key); /* -1 if absent */
 
 /* Typed getters by key.  Return 0 when found and converted, -1 when the key
@@ -82,18 +82,22 @@ int mope_gguf_get_str(const mope_gguf *g, const char *key, mope_gguf_str *out);
 
 /* Arrays.  For numeric element types *data points at the packed elements in
  * the file (possibly unaligned: read with memcpy or the helpers below).
- * For string arrays use mope_gguf_arr_str. */
+ * For string arrays *data points at the first element's length prefix; use
+ * mope_gguf_arr_str (O(1) per element) instead. */
 int mope_gguf_get_arr(const mope_gguf *g, const char *key, mope_gguf_type *elem_type, uint64_t *n,
                       const void **data);
-/* Element i of the array value of kv index kv (element type must be string). */
+/* Element i of the array value of kv index kv (element type must be string);
+ * {NULL, 0} for a bad index or another type. */
 mope_gguf_str mope_gguf_arr_str(const mope_gguf *g, int64_t kv, uint64_t i);
 /* Scalar value of kv i / array element access by kv index. */
 int mope_gguf_kv_arr(const mope_gguf *g, int64_t kv, mope_gguf_type *elem_type, uint64_t *n, const void **data);
 mope_gguf_str mope_gguf_kv_str(const mope_gguf *g, int64_t kv); /* for a STRING kv */
-/* Numeric scalar kv as double / int64 (0 when of another type). */
+/* Numeric scalar kv as double / int64 (0 when of another type; floats are
+ * truncated toward zero and saturate, u64 above INT64_MAX saturates). */
 double mope_gguf_kv_f64(const mope_gguf *g, int64_t kv);
 int64_t mope_gguf_kv_i64(const mope_gguf *g, int64_t kv);
-/* Element i of a numeric array converted to double / int64. */
+/* Element i of a numeric array converted to double / int64 (no bounds
+ * check: i < n from mope_gguf_get_arr). */
 double mope_gguf_arr_f64(mope_gguf_type elem_type, const void *data, uint64_t i);
 int64_t mope_gguf_arr_i64(mope_gguf_type elem_type, const void *data, uint64_t i);
 size_t mope_gguf_type_size(mope_gguf_type t); /* 0 for string/array */
@@ -107,8 +111,14 @@ const mope_gguf_tensor *mope_gguf_find_tensor(const mope_gguf *g, const char *na
 /* ---- writing ----
  * Values are copied when set.  Tensor data is referenced, not copied: it must
  * stay valid until mope_gguf_writer_write returns.  Setting a key that exists
- * replaces it (keeps its position).  The file is written to PATH.tmp.XXXXXX
- * and renamed into place. */
+ * replaces it (keeps its position).  The setters return 0, MOPE_EINVAL (NULL
+ * or empty key, string/array element type in set_arr) or MOPE_ENOMEM.
+ * Tensors are laid out in the order added, each padded to the alignment
+ * (general.alignment if set -- it must then be a u32 power of two, else
+ * writing fails -- or 32), as ggml's reader expects.  The file is written to
+ * PATH.tmp.XXXXXX in the same directory, fsync'ed and renamed into place.
+ * A file read with mope_gguf_open and copied with copy_kv + add_tensor is
+ * written back byte for byte. */
 typedef struct mope_gguf_writer mope_gguf_writer;
 
 mope_gguf_writer *mope_gguf_writer_new(void);
@@ -133,6 +143,8 @@ int mope_gguf_set_arr_str(mope_gguf_writer *w, const char *key, const char *cons
                           uint64_t n);
 /* Copy every kv from a reader (e.g. to carry a tokenizer into a new model). */
 int mope_gguf_copy_kv(mope_gguf_writer *w, const mope_gguf *g, const char *prefix_or_null);
+/* name: 1..63 bytes, unique; n_dims 0..4; ne[0] a multiple of the type's
+ * block size.  data (nbytes of the shape) may be NULL: zeros are written. */
 int mope_gguf_add_tensor(mope_gguf_writer *w, const char *name, mope_type type, int n_dims, const int64_t *ne,
                          const void *data, mope_error *err);
 int mope_gguf_writer_write(mope_gguf_writer *w, const char *path, mope_error *err);

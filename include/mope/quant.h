@@ -6,7 +6,23 @@
  * converts the activations once per row-vector to the weight type's
  * "vec_dot_type" (Q8_0 for Q4_0/Q4_1/Q5_0/Q8_0, Q8_K for the K-quants, F16 for
  * F16, F32 for F32 and BF16), as ggml does, so the inner loop is integer
- * arithmetic.  Block layouts: ../shared/reference/GGUF_FACTS.md §2. */
+ * arithmetic.  Block layouts: ../shared/reference/GGUF_FACTS.md §2.
+ *
+ * Supported (dequantise + dot): F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q4_K Q5_K
+ * Q6_K.  Q8_K (f32 d, int8 qs[256], int16 bsums[16]; 292 bytes) is the
+ * activation side of the K-quants: quantise/dequantise only.  Q5_1, Q8_1,
+ * Q2_K, Q3_K have traits (sizes, so files holding them can be parsed) but
+ * supported = false.  Unlike ggml, Q4_1 uses Q8_0 (not Q8_1) activations.
+ *
+ * AVX-512 kernels exist for Q8_0, Q4_0 (256-bit VNNI), Q4_K, Q6_K (512-bit
+ * AVX512-BW) and F32; the other types (F16 included: faster so on Zen 4)
+ * use their AVX2 kernels under
+ * MOPE_ISA_AVX512.  Dequantisation fast paths (AVX2, used by both SIMD ISAs):
+ * F16, Q8_0, Q4_0, Q4_K, Q6_K, bit-identical to the scalar code.
+ * Everything here is thread-safe; the ISA choice is made once, lazily.
+ *
+ * Quantisers are simple min/max (absmax) fits, not ggml's search; the error
+ * bounds each reaches are listed in src/core/quant_ref.c. */
 #ifndef MOPE_QUANT_H
 #define MOPE_QUANT_H
 
@@ -33,7 +49,9 @@ int mope_type_from_name(const char *name);      /* -1 if not known; case-insensi
  * or the type is unknown. */
 size_t mope_row_size(int type, int64_t n);
 
-/* Row conversion.  n must be a multiple of the block size. */
+/* Row conversion.  n must be a multiple of the block size (MOPE_EINVAL
+ * otherwise); MOPE_EUNSUPPORTED for a type mope cannot convert.  Quantising
+ * a row holding NaN or inf to a block format is MOPE_EINVAL. */
 int mope_dequantize_row(int type, const void *src, float *dst, int64_t n);
 int mope_quantize_row(int type, const float *src, void *dst, int64_t n);
 
@@ -44,17 +62,25 @@ void mope_quant_set_isa(mope_isa isa);     /* clamps to what the CPU supports */
 const char *mope_isa_name(mope_isa isa);
 
 /* s = dot(w, x) over n elements: w a row of type `type`, x a row already
- * converted to mope_type_get(type)->vec_dot_type. */
+ * converted to mope_type_get(type)->vec_dot_type by mope_quantize_act (the
+ * SIMD kernels rely on its int8 values being in [-127, 127] for Q8_0 and on
+ * Q8_K's bsums).  An unsupported type gives s = 0. */
 void mope_vec_dot(int type, int64_t n, float *s, const void *w, const void *x);
 /* Same, forcing an ISA (tests compare every ISA with the scalar one). */
 void mope_vec_dot_isa(mope_isa isa, int type, int64_t n, float *s, const void *w, const void *x);
 /* Convert an f32 activation row into the vec_dot_type of `type` (dst has
  * mope_row_size(vec_dot_type, n) bytes). */
 void mope_quantize_act(int type, const float *x, void *dst, int64_t n);
+/* Forced-ISA variants of the row conversion and f32 helpers (tests, benches).
+ * mope_quantize_act gives the same bytes under every ISA. */
+void mope_quantize_act_isa(mope_isa isa, int type, const float *x, void *dst, int64_t n);
+int mope_dequantize_row_isa(mope_isa isa, int type, const void *src, float *dst, int64_t n);
 
 /* f32 helpers used by the model code. */
 float mope_dot_f32(const float *a, const float *b, int64_t n);
 void mope_axpy_f32(float *y, float a, const float *x, int64_t n); /* y += a*x */
+float mope_dot_f32_isa(mope_isa isa, const float *a, const float *b, int64_t n);
+void mope_axpy_f32_isa(mope_isa isa, float *y, float a, const float *x, int64_t n);
 
 #ifdef __cplusplus
 }

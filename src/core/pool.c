@@ -29,7 +29,10 @@ typedef struct {
     int ith;
 } worker_arg;
 
-enum { SPIN_ITERS = 1 << 16, YIELD_ITERS = 64 };
+/* ~50 us of pausing covers the gap between two matmuls of a decode step;
+ * after that, yield so an oversubscribed machine (ctest -j, other processes)
+ * runs the thread we are waiting for instead of our spin loop. */
+enum { SPIN_ITERS = 1 << 11, YIELD_ITERS = 256 };
 
 static void *worker(void *arg) {
     worker_arg *wa = arg;
@@ -138,9 +141,13 @@ void mope_pool_run(mope_pool *p, mope_pool_fn fn, void *ctx) {
         pthread_mutex_unlock(&p->mu);
     }
     fn(ctx, 0, p->n);
-    while (atomic_load_explicit(&p->remaining, memory_order_acquire) > 0) {
+    for (int spins = 0; atomic_load_explicit(&p->remaining, memory_order_acquire) > 0; spins++) {
+        if (spins < SPIN_ITERS) {
 #if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
+            __builtin_ia32_pause();
 #endif
+        } else {
+            sched_yield();
+        }
     }
 }

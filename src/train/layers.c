@@ -1,0 +1,422 @@
+/* Layer kernels of the trainable model, each forward beside its backward
+ * (llm.c style).  Every pool job splits its work so that no two threads
+ * write the same element and every sum runs in an order fixed by the data,
+ * not by the thread count: rows for per-row work, columns for the
+ * reductions over rows (norm weights, embedding rows), (sequence, KV head)
+ * groups for attention (the query heads of one group share dK, dV). */
+#include "train/train_internal.h"
+
+#include <cblas.h>
+#include <math.h>
+
+void tl_blas_threads(int n) {
+    /* OpenBLAS's thread count is process-global and the inference engine
+     * sets it to 1; set ours before each pass. */
+    if (openblas_get_num_threads() != n) openblas_set_num_threads(n);
+}
+
+/* ---- linear: out[N, NO] = in[N, NI] . W[NO, NI]^T ---- */
+
+void tl_linear_fwd(float *out, const float *in, const float *W, int N, int NI, int NO, bool acc) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, NO, NI, 1.0f, in, NI, W, NI, acc ? 1.0f : 0.0f, out, NO);
+}
+
+void tl_linear_bwd(float *din, float *dW, const float *dout, const float *in, const float *W, int N, int NI, int NO,
+                   bool din_acc) {
+    /* din[N, NI] = dout[N, NO] . W[NO, NI] */
+    if (din)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, NI, NO, 1.0f, dout, NO, W, NI, din_acc ? 1.0f : 0.0f,
+                    din, NI);
+    /* dW[NO, NI] += dout^T[NO, N] . in[N, NI] */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NO, NI, N, 1.0f, dout, NO, in, NI, 1.0f, dW, NI);
+}
+
+/* ---- embedding: out[n] = wte[tok[n]] ---- */
+
+typedef struct {
+    float *out;
+    const float *in;
+    const int32_t *tok;
+    int N, C;
+} embed_job;
+
+static void embed_fwd_job(void *ctx, int ith, int nth) {
+    embed_job *j = ctx;
+    int64_t lo, hi;
+    mope_split(j->N, ith, nth, &lo, &hi);
+    for (int64_t n = lo; n < hi; n++)
+        memcpy(j->out + n * j->C, j->in + (size_t)j->tok[n] * j->C, sizeof(float) * (size_t)j->C);
+}
+
+void tl_embed_fwd(mope_pool *p, float *out, const float *wte, const int32_t *tok, int N, int C) {
+    embed_job j = {out, wte, tok, N, C};
+    mope_pool_run(p, embed_fwd_job, &j);
+}
+
+/* Repeated tokens hit the same row, so threads own column ranges. */
+static void embed_bwd_job(void *ctx, int ith, int nth) {
+    embed_job *j = ctx;
+    int64_t lo, hi;
+    mope_split(j->C, ith, nth, &lo, &hi);
+    for (int n = 0; n < j->N; n++) {
+        float *d = j->out + (size_t)j->tok[n] * j->C;
+        const float *s = j->in + (size_t)n * j->C;
+        for (int64_t c = lo; c < hi; c++) d[c] += s[c];
+    }
+}
+
+void tl_embed_bwd(mope_pool *p, float *dwte, const float *dout, const int32_t *tok, int N, int C) {
+    embed_job j = {dwte, dout, tok, N, C};
+    mope_pool_run(p, embed_bwd_job, &j);
+}
+
+/* ---- RMSNorm: out = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps) ---- */
+
+typedef struct {
+    float *out, *rstd, *dx, *dw;
+    const float *x, *w, *dout, *rstd_in;
+    int N, C;
+    float eps;
+} norm_job;
+
+static void rmsnorm_fwd_job(void *ctx, int ith, int nth) {
+    norm_job *j = ctx;
+    int C = j->C;
+    int64_t lo, hi;
+    mope_split(j->N, ith, nth, &lo, &hi);
+    for (int64_t n = lo; n < hi; n++) {
+        const float *x = j->x + n * C;
+        float *o = j->out + n * C;
+        double ss = 0;
+        for (int c = 0; c < C; c++) ss += (double)x[c] * x[c];
+        float r = (float)(1.0 / sqrt(ss / C + j->eps));
+        j->rstd[n] = r;
+        for (int c = 0; c < C; c++) o[c] = x[c] * r * j->w[c];
+    }
+}
+
+void tl_rmsnorm_fwd(mope_pool *p, float *out, float *rstd, const float *x, const float *w, int N, int C, float eps) {
+    norm_job j = {.out = out, .rstd = rstd, .x = x, .w = w, .N = N, .C = C, .eps = eps};
+    mope_pool_run(p, rmsnorm_fwd_job, &j);
+}
+
+/* With xh = x * r and g = dout * w:
+ *   dx = r * (g - xh * mean(g * xh)),   dw = sum_n dout * xh. */
+static void rmsnorm_dx_job(void *ctx, int ith, int nth) {
+    norm_job *j = ctx;
+    int C = j->C;
+    int64_t lo, hi;
+    mope_split(j->N, ith, nth, &lo, &hi);
+    for (int64_t n = lo; n < hi; n++) {
+        const float *x = j->x + n * C, *dy = j->dout + n * C;
+        float *dx = j->dx + n * C;
+        float r = j->rstd_in[n];
+        double dot = 0;
+        for (int c = 0; c < C; c++) dot += (double)dy[c] * j->w[c] * x[c];
+        float k = (float)(dot / C) * r * r;
+        for (int c = 0; c < C; c++) dx[c] += r * (dy[c] * j->w[c] - x[c] * k);
+    }
+}
+
+static void rmsnorm_dw_job(void *ctx, int ith, int nth) {
+    norm_job *j = ctx;
+    int C = j->C;
+    int64_t lo, hi;
+    mope_split(C, ith, nth, &lo, &hi);
+    if (lo == hi) return;
+    for (int n = 0; n < j->N; n++) {
+        const float *x = j->x + (size_t)n * C, *dy = j->dout + (size_t)n * C;
+        float r = j->rstd_in[n];
+        for (int64_t c = lo; c < hi; c++) j->dw[c] += dy[c] * x[c] * r;
+    }
+}
+
+void tl_rmsnorm_bwd(mope_pool *p, float *dx, float *dw, const float *dout, const float *x, const float *rstd,
+                    const float *w, int N, int C) {
+    norm_job j = {.dx = dx, .dw = dw, .dout = dout, .x = x, .rstd_in = rstd, .w = w, .N = N, .C = C};
+    mope_pool_run(p, rmsnorm_dx_job, &j);
+    mope_pool_run(p, rmsnorm_dw_job, &j);
+}
+
+/* ---- RoPE, NORMAL mode: pairs (x[2i], x[2i+1]) of each head rotate by
+ * theta = pos * base^(-2i/hd); the backward rotates by -theta. ---- */
+
+typedef struct {
+    float *x;
+    const float *cosv, *sinv;
+    int N, T, nh, hd;
+    float sign;
+} rope_job;
+
+static void rope_job_fn(void *ctx, int ith, int nth) {
+    rope_job *j = ctx;
+    int half = j->hd / 2;
+    int64_t lo, hi;
+    mope_split(j->N, ith, nth, &lo, &hi);
+    for (int64_t n = lo; n < hi; n++) {
+        int pos = (int)(n % j->T);
+        const float *cs = j->cosv + (size_t)pos * half, *sn = j->sinv + (size_t)pos * half;
+        for (int h = 0; h < j->nh; h++) {
+            float *x = j->x + (size_t)n * j->nh * j->hd + (size_t)h * j->hd;
+            for (int i = 0; i < half; i++) {
+                float c = cs[i], s = j->sign * sn[i];
+                float x0 = x[2 * i], x1 = x[2 * i + 1];
+                x[2 * i] = x0 * c - x1 * s;
+                x[2 * i + 1] = x0 * s + x1 * c;
+            }
+        }
+    }
+}
+
+void tl_rope_fwd(mope_pool *p, float *x, int N, int T, int nh, int hd, const float *cosv, const float *sinv) {
+    rope_job j = {x, cosv, sinv, N, T, nh, hd, 1.0f};
+    mope_pool_run(p, rope_job_fn, &j);
+}
+
+void tl_rope_bwd(mope_pool *p, float *dx, int N, int T, int nh, int hd, const float *cosv, const float *sinv) {
+    rope_job j = {dx, cosv, sinv, N, T, nh, hd, -1.0f};
+    mope_pool_run(p, rope_job_fn, &j);
+}
+
+/* ---- attention row kernels, scalar ---- */
+
+static void rowdot_scalar(float *s, const float *q, const float *kt, size_t ldk, int n, int hd) {
+    for (int j = 0; j < n; j++) s[j] = 0;
+    for (int d = 0; d < hd; d++) {
+        const float *k = kt + (size_t)d * ldk;
+        for (int j = 0; j < n; j++) s[j] += q[d] * k[j];
+    }
+}
+
+static void wsum_scalar(float *y, const float *p, const float *x, size_t ldx, int n, int hd) {
+    for (int d = 0; d < hd; d++) y[d] = 0;
+    for (int j = 0; j < n; j++) {
+        const float *r = x + (size_t)j * ldx;
+        for (int d = 0; d < hd; d++) y[d] += p[j] * r[d];
+    }
+}
+
+static void outer_acc_scalar(float *x, size_t ldx, const float *a, const float *y, int n, int hd) {
+    for (int j = 0; j < n; j++) {
+        float *r = x + (size_t)j * ldx;
+        for (int d = 0; d < hd; d++) r[d] += a[j] * y[d];
+    }
+}
+
+const tl_kernels tl_kernels_scalar = {rowdot_scalar, wsum_scalar, outer_acc_scalar, "scalar"};
+
+const tl_kernels *tl_kernels_best(void) {
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? &tl_kernels_avx2 : &tl_kernels_scalar;
+}
+
+/* ---- causal attention with GQA ----
+ * q[N, H*hd], k/v[N, KH*hd]; query head h reads KV head h / (H/KH).
+ * att[b, h, t, :] = softmax_{t2 <= t}(q_t . k_t2 / sqrt(hd)); y_t = sum att v.
+ * One task per (sequence, KV head): its keys (or values) are transposed once
+ * into the thread's scratch so the score rows are vertical loops. */
+
+typedef struct {
+    const tl_kernels *kn;
+    float *y, *att, *dq, *dk, *dv, *thr;
+    const float *q, *k, *v, *dy, *att_in;
+    int B, T, H, KH, hd;
+} attn_job;
+
+/* dst[d*T + t] = src[t*ld + d] */
+static void transpose_rows(float *dst, const float *src, size_t ld, int T, int hd) {
+    for (int t = 0; t < T; t++)
+        for (int d = 0; d < hd; d++) dst[(size_t)d * T + t] = src[(size_t)t * ld + d];
+}
+
+static void attn_fwd_job(void *ctx, int ith, int nth) {
+    attn_job *j = ctx;
+    const tl_kernels *kn = j->kn;
+    int T = j->T, H = j->H, KH = j->KH, hd = j->hd, G = H / KH;
+    size_t qs = (size_t)H * hd, ks = (size_t)KH * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    float *kt = j->thr + (size_t)ith * (hd + 1) * T;
+    int64_t lo, hi;
+    mope_split((int64_t)j->B * KH, ith, nth, &lo, &hi);
+    for (int64_t task = lo; task < hi; task++) {
+        int b = (int)(task / KH), kh = (int)(task % KH);
+        size_t koff = (size_t)b * T * ks + (size_t)kh * hd;
+        transpose_rows(kt, j->k + koff, ks, T, hd);
+        for (int h = kh * G; h < (kh + 1) * G; h++) {
+            for (int t = 0; t < T; t++) {
+                size_t qoff = ((size_t)b * T + t) * qs + (size_t)h * hd;
+                float *a = j->att + (((size_t)b * H + h) * T + t) * T;
+                kn->rowdot(a, j->q + qoff, kt, (size_t)T, t + 1, hd);
+                float mx = -INFINITY;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    a[t2] *= scale;
+                    if (a[t2] > mx) mx = a[t2];
+                }
+                float sum = 0;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    a[t2] = expf(a[t2] - mx);
+                    sum += a[t2];
+                }
+                float inv = 1.0f / sum;
+                for (int t2 = 0; t2 <= t; t2++) a[t2] *= inv;
+                for (int t2 = t + 1; t2 < T; t2++) a[t2] = 0;
+                kn->wsum(j->y + qoff, a, j->v + koff, ks, t + 1, hd);
+            }
+        }
+    }
+}
+
+void tl_attn_fwd(mope_pool *p, const tl_kernels *kn, float *thr, float *y, float *att, const float *q, const float *k,
+                 const float *v, int B, int T, int H, int KH, int hd) {
+    attn_job j = {.kn = kn, .thr = thr, .y = y, .att = att, .q = q, .k = k, .v = v, .B = B, .T = T, .H = H,
+                  .KH = KH, .hd = hd};
+    mope_pool_run(p, attn_fwd_job, &j);
+}
+
+/* With P = att, s = pre-softmax scores:
+ *   dP[t, t2] = dy_t . v_t2;  dv_t2 += P[t, t2] dy_t
+ *   ds[t, t2] = P[t, t2] (dP[t, t2] - sum_j P[t, j] dP[t, j])
+ *   dq_t = scale sum_t2 ds[t, t2] k_t2;  dk_t2 += scale ds[t, t2] q_t */
+static void attn_bwd_job(void *ctx, int ith, int nth) {
+    attn_job *j = ctx;
+    const tl_kernels *kn = j->kn;
+    int T = j->T, H = j->H, KH = j->KH, hd = j->hd, G = H / KH;
+    size_t qs = (size_t)H * hd, ks = (size_t)KH * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    float *vt = j->thr + (size_t)ith * (hd + 1) * T, *dp = vt + (size_t)hd * T;
+    int64_t lo, hi;
+    mope_split((int64_t)j->B * KH, ith, nth, &lo, &hi);
+    for (int64_t task = lo; task < hi; task++) {
+        int b = (int)(task / KH), kh = (int)(task % KH);
+        size_t koff = (size_t)b * T * ks + (size_t)kh * hd;
+        const float *kb = j->k + koff;
+        float *dkb = j->dk + koff, *dvb = j->dv + koff;
+        transpose_rows(vt, j->v + koff, ks, T, hd);
+        for (int t = 0; t < T; t++)
+            for (int d = 0; d < hd; d++) dkb[(size_t)t * ks + d] = dvb[(size_t)t * ks + d] = 0;
+        for (int h = kh * G; h < (kh + 1) * G; h++) {
+            for (int t = 0; t < T; t++) {
+                size_t qoff = ((size_t)b * T + t) * qs + (size_t)h * hd;
+                const float *qt = j->q + qoff, *dyt = j->dy + qoff;
+                const float *a = j->att_in + (((size_t)b * H + h) * T + t) * T;
+                kn->rowdot(dp, dyt, vt, (size_t)T, t + 1, hd);
+                kn->outer_acc(dvb, ks, a, dyt, t + 1, hd);
+                float sum = 0;
+                for (int t2 = 0; t2 <= t; t2++) sum += a[t2] * dp[t2];
+                for (int t2 = 0; t2 <= t; t2++) dp[t2] = a[t2] * (dp[t2] - sum) * scale; /* ds */
+                kn->wsum(j->dq + qoff, dp, kb, ks, t + 1, hd);
+                kn->outer_acc(dkb, ks, dp, qt, t + 1, hd);
+            }
+        }
+    }
+}
+
+void tl_attn_bwd(mope_pool *p, const tl_kernels *kn, float *thr, float *dq, float *dk, float *dv, const float *dy,
+                 const float *att, const float *q, const float *k, const float *v, int B, int T, int H, int KH, int hd) {
+    attn_job j = {.kn = kn, .thr = thr, .dq = dq, .dk = dk, .dv = dv, .dy = dy, .att_in = att, .q = q, .k = k,
+                  .v = v, .B = B, .T = T, .H = H, .KH = KH, .hd = hd};
+    mope_pool_run(p, attn_bwd_job, &j);
+}
+
+/* ---- SwiGLU: h = silu(gate) * up, silu(g) = g * sigmoid(g) ---- */
+
+typedef struct {
+    float *h, *dgate, *dup;
+    const float *gate, *up, *dh;
+    size_t n;
+} swiglu_job;
+
+static void swiglu_fwd_job(void *ctx, int ith, int nth) {
+    swiglu_job *j = ctx;
+    int64_t lo, hi;
+    mope_split((int64_t)j->n, ith, nth, &lo, &hi);
+    for (int64_t i = lo; i < hi; i++) {
+        float g = j->gate[i];
+        j->h[i] = g / (1.0f + expf(-g)) * j->up[i];
+    }
+}
+
+void tl_swiglu_fwd(mope_pool *p, float *h, const float *gate, const float *up, size_t n) {
+    swiglu_job j = {.h = h, .gate = gate, .up = up, .n = n};
+    mope_pool_run(p, swiglu_fwd_job, &j);
+}
+
+/* d silu(g)/dg = sig(g) (1 + g (1 - sig(g))) */
+static void swiglu_bwd_job(void *ctx, int ith, int nth) {
+    swiglu_job *j = ctx;
+    int64_t lo, hi;
+    mope_split((int64_t)j->n, ith, nth, &lo, &hi);
+    for (int64_t i = lo; i < hi; i++) {
+        float g = j->gate[i], u = j->up[i], dh = j->dh[i];
+        float sg = 1.0f / (1.0f + expf(-g));
+        j->dup[i] = dh * g * sg;
+        j->dgate[i] = dh * u * sg * (1.0f + g * (1.0f - sg));
+    }
+}
+
+void tl_swiglu_bwd(mope_pool *p, float *dgate, float *dup, const float *dh, const float *gate, const float *up,
+                   size_t n) {
+    swiglu_job j = {.dgate = dgate, .dup = dup, .dh = dh, .gate = gate, .up = up, .n = n};
+    mope_pool_run(p, swiglu_bwd_job, &j);
+}
+
+/* ---- cross-entropy over softmax(logits) ---- */
+
+typedef struct {
+    float *lse, *nll, *logits;
+    const float *lse_in, *wgt;
+    const int32_t *tgt;
+    int N, V;
+    float coef;
+} ce_job;
+
+static void ce_fwd_job(void *ctx, int ith, int nth) {
+    ce_job *j = ctx;
+    int V = j->V;
+    int64_t lo, hi;
+    mope_split(j->N, ith, nth, &lo, &hi);
+    for (int64_t n = lo; n < hi; n++) {
+        const float *l = j->logits + n * V;
+        float mx = l[0];
+        for (int i = 1; i < V; i++)
+            if (l[i] > mx) mx = l[i];
+        double s = 0;
+        for (int i = 0; i < V; i++) s += expf(l[i] - mx);
+        float lse = mx + (float)log(s);
+        j->lse[n] = lse;
+        j->nll[n] = j->tgt[n] >= 0 ? lse - l[j->tgt[n]] : 0.0f;
+    }
+}
+
+double tl_ce_fwd(mope_pool *p, float *lse, float *nll, const float *logits, const int32_t *tgt, const float *wgt,
+                 int N, int V) {
+    ce_job j = {.lse = lse, .nll = nll, .logits = (float *)logits, .tgt = tgt, .N = N, .V = V};
+    mope_pool_run(p, ce_fwd_job, &j);
+    double sum = 0;
+    for (int n = 0; n < N; n++)
+        if (tgt[n] >= 0) sum += (double)(wgt ? wgt[n] : 1.0f) * nll[n];
+    return sum;
+}
+
+static void ce_bwd_job(void *ctx, int ith, int nth) {
+    ce_job *j = ctx;
+    int V = j->V;
+    int64_t lo, hi;
+    mope_split(j->N, ith, nth, &lo, &hi);
+    for (int64_t n = lo; n < hi; n++) {
+        float *l = j->logits + n * V;
+        float c = j->tgt[n] >= 0 ? j->coef * (j->wgt ? j->wgt[n] : 1.0f) : 0.0f;
+        if (c == 0) {
+            memset(l, 0, sizeof(float) * (size_t)V);
+            continue;
+        }
+        float lse = j->lse_in[n];
+        for (int i = 0; i < V; i++) l[i] = c * expf(l[i] - lse);
+        l[j->tgt[n]] -= c;
+    }
+}
+
+void tl_ce_bwd(mope_pool *p, float *logits, const float *lse, const int32_t *tgt, const float *wgt, int N, int V,
+               float coef) {
+    ce_job j = {.logits = logits, .lse_in = lse, .tgt = tgt, .wgt = wgt, .N = N, .V = V, .coef = coef};
+    mope_pool_run(p, ce_bwd_job, &j);
+}
