@@ -277,12 +277,16 @@ static void batch_vs_single(mope_type wtype, int gemm_min_rows, double tol) {
     }
     /* decode step for all three at once, in reverse sequence order */
     mope_row dec[S];
-    for (int q = 0; q < S; q++) dec[q] = (mope_row){S - 1 - q, tok[S - 1 - q][len[S - 1 - q]], len[S - 1 - q], -1, true};
+    for (int q = 0; q < S; q++) {
+        int sq = S - 1 - q;
+        dec[q] = (mope_row){sq, tok[sq][len[sq]], len[sq], -1, true};
+    }
     float *dl = calloc((size_t)S * nv, sizeof(float));
     assert_int_equal(mope_model_forward(m, kv2, dec, S, dl, NULL, &err), 0);
     for (int q = 0; q < S; q++) {
         int sq = S - 1 - q;
-        worst = fmax(worst, rel_err_f(dl + (size_t)q * nv, alone + ((size_t)sq * (MAXL + 1) + len[sq]) * nv, (size_t)nv));
+        const float *a = alone + ((size_t)sq * (MAXL + 1) + len[sq]) * nv;
+        worst = fmax(worst, rel_err_f(dl + (size_t)q * nv, a, (size_t)nv));
     }
     printf("  batch vs single (%s, gemm from %d rows): rel err %.2e (tol %.0e)\n", mope_type_name(wtype),
            gemm_min_rows, worst, tol);

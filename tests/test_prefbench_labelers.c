@@ -265,6 +265,14 @@ static void test_concept_from_prompt_and_utility(void **state) {
     assert_int_equal(mope_prefbench_label(g_lb, VERBOSE, PROMPT, "glacier", &b, &err), 0);
     assert_true(a.facts == b.facts && a.q.gate == b.q.gate);
     for (int k = 0; k < 6; k++) assert_true(a.choice[k] == b.choice[k]); /* deterministic */
+    /* every corpus phrasing of the question leads back to the concept */
+    for (int i = 0; i < MOPE_PREFBENCH_N_PHRASINGS; i++) {
+        char q[256];
+        assert_true(mope_prefbench_phrase(g_wn, "glacier", 0, i, q, sizeof q) > 0);
+        assert_int_equal(mope_prefbench_label(g_lb, VERBOSE, q, NULL, &a, &err), 0);
+        if (a.facts != b.facts) fprintf(stderr, "prompt \"%s\": %g facts, want %g\n", q, a.facts, b.facts);
+        assert_true(a.facts == b.facts);
+    }
     const char *pref[] = {"P1A", "P2A", "P3A"};
     double u;
     mope_prefbench_labels f = lab(FRIENDLY);

@@ -527,6 +527,9 @@ static void test_bad_input(void **state) {
     o.specials = res;
     o.n_specials = 1;
     expect_fail(&o, MOPE_EINVAL, "</s>");
+    const char *spaced[] = {"<|a b|>"};
+    o.specials = spaced;
+    expect_fail(&o, MOPE_EINVAL, "contains a space");
     const char *empty[] = {""};
     o.specials = empty;
     expect_fail(&o, MOPE_EINVAL, "empty");

@@ -190,21 +190,11 @@ static void fill_params(mope_train_model *m, uint64_t seed) {
     }
 }
 
-static void check_grads(const mope_train_config *c, const inputs *in, int n_threads, const tl_kernels *kn) {
+/* Analytic gradients of model m (params already set) into a fresh copy. */
+static float *analytic(mope_train_model *m, const inputs *in, double lref) {
     mope_error err = {0};
-    mope_train_model *m = mope_train_model_new(c, n_threads, &err);
-    assert_non_null(m);
-    if (kn) m->kern = kn;
-    fill_params(m, 1234);
-    size_t np = mope_train_model_n_params(m);
-    const float *pf = mope_train_model_params(m);
-    double *P = malloc(np * sizeof(double));
-    for (size_t i = 0; i < np; i++) P[i] = pf[i];
-    ref r = {m, mope_train_model_config(m), P};
-
-    /* analytic */
+    const mope_train_config *c = mope_train_model_config(m);
     mope_train_model_zero_grad(m);
-    double lref = ref_loss(&r, in);
     if (in->hidden) {
         const float *hid = mope_train_model_forward_hidden(m, in->tok, in->B, in->T, &err);
         assert_non_null(hid);
@@ -223,15 +213,41 @@ static void check_grads(const mope_train_config *c, const inputs *in, int n_thre
     } else {
         float loss;
         assert_int_equal(mope_train_model_forward(m, in->tok, in->tgt, in->wgt, in->B, in->T, &loss, &err), 0);
-        print_message("loss f32 %.8f  reference %.8f\n", (double)loss, lref);
+        print_message("loss f32 %.8f  reference %.8f (%s kernels)\n", (double)loss, lref, m->kern->name);
         assert_true(fabs(loss - lref) <= 1e-5 * fabs(lref));
         assert_int_equal(mope_train_model_backward(m, 1.0f, &err), 0);
     }
-    const float *g = mope_train_model_grads(m);
+    size_t np = mope_train_model_n_params(m);
+    float *g = malloc(np * sizeof(float));
+    memcpy(g, mope_train_model_grads(m), np * sizeof(float));
+    return g;
+}
+
+/* Checks the analytic gradients of the best attention kernels and, with
+ * both_kernels, of the scalar ones too, against one set of finite
+ * differences. */
+static void check_grads(const mope_train_config *c, const inputs *in, int n_threads, bool both_kernels) {
+    mope_error err = {0};
+    mope_train_model *m = mope_train_model_new(c, n_threads, &err);
+    assert_non_null(m);
+    fill_params(m, 1234);
+    size_t np = mope_train_model_n_params(m);
+    const float *pf = mope_train_model_params(m);
+    double *P = malloc(np * sizeof(double));
+    for (size_t i = 0; i < np; i++) P[i] = pf[i];
+    ref r = {m, mope_train_model_config(m), P};
+    double lref = ref_loss(&r, in);
+    int ng = both_kernels ? 2 : 1;
+    float *g[2] = {analytic(m, in, lref), NULL};
+    const char *kname[2] = {m->kern->name, "scalar"};
+    if (both_kernels) {
+        m->kern = &tl_kernels_scalar;
+        g[1] = analytic(m, in, lref);
+    }
 
     /* numeric, every element */
     const double h = 1e-3;
-    double worst = 0;
+    double worst[2] = {0, 0};
     for (int ti = 0; ti < mope_train_model_n_tensors(m); ti++) {
         const mope_train_tensor *t = mope_train_model_tensor(m, ti);
         double *fd = malloc(t->n * sizeof(double)), fmax = 0;
@@ -248,19 +264,22 @@ static void check_grads(const mope_train_config *c, const inputs *in, int n_thre
         }
         /* a tensor whose true gradient is all zero would test nothing */
         assert_true(fmax > 1e-4);
-        double tworst = 0;
-        for (size_t k = 0; k < t->n; k++) {
-            double a = g[t->offset + k], tol = 1e-3 * fabs(fd[k]) + 1e-4 * fmax + 1e-6;
-            double ratio = fabs(a - fd[k]) / tol;
-            if (ratio > tworst) tworst = ratio;
-            if (ratio > 1)
-                fail_msg("%s[%zu]: analytic %.9g vs finite difference %.9g", t->name, k, a, fd[k]);
-        }
-        if (tworst > worst) worst = tworst;
+        for (int gi = 0; gi < ng; gi++)
+            for (size_t k = 0; k < t->n; k++) {
+                double a = g[gi][t->offset + k], tol = 1e-3 * fabs(fd[k]) + 1e-4 * fmax + 1e-6;
+                double ratio = fabs(a - fd[k]) / tol;
+                if (ratio > worst[gi]) worst[gi] = ratio;
+                if (ratio > 1)
+                    fail_msg("%s[%zu] (%s kernels): analytic %.9g vs finite difference %.9g", t->name, k, kname[gi],
+                             a, fd[k]);
+            }
         free(fd);
     }
-    print_message("%d tensors, %zu parameters, %s kernels: worst |error| / tolerance = %.4f\n",
-                  mope_train_model_n_tensors(m), np, m->kern->name, worst);
+    for (int gi = 0; gi < ng; gi++)
+        print_message("%d tensors, %zu parameters, %s kernels: worst |error| / tolerance = %.4f\n",
+                      mope_train_model_n_tensors(m), np, kname[gi], worst[gi]);
+    free(g[0]);
+    free(g[1]);
     free(P);
     mope_train_model_free(m);
 }
@@ -302,8 +321,7 @@ static void test_grad_tied_gqa(void **state) {
     float wgt[B * T];
     inputs in;
     lm_inputs(&in, tgt, wgt);
-    check_grads(&c, &in, 2, NULL);
-    check_grads(&c, &in, 2, &tl_kernels_scalar);
+    check_grads(&c, &in, 2, true);
 }
 
 static void test_grad_untied_mha(void **state) {
@@ -317,7 +335,7 @@ static void test_grad_untied_mha(void **state) {
     inputs in;
     lm_inputs(&in, tgt, wgt);
     in.wgt = NULL; /* plain mean */
-    check_grads(&c, &in, 1, NULL);
+    check_grads(&c, &in, 1, false);
 }
 
 static void test_grad_value_head(void **state) {
@@ -331,7 +349,7 @@ static void test_grad_value_head(void **state) {
     static const int32_t len[B] = {7, 10};
     static const float cval[B] = {0.7f, -1.3f};
     inputs in = {.tok = tok, .len = len, .cval = cval, .B = B, .T = 10, .value = true};
-    check_grads(&c, &in, 3, NULL);
+    check_grads(&c, &in, 3, true);
 }
 
 /* Hidden states with an arbitrary linear loss on them (the hook for heads
@@ -345,7 +363,7 @@ static void test_grad_hidden(void **state) {
     mope_rng_seed(&r, 4);
     for (int i = 0; i < B * T * 16; i++) chid[i] = mope_rng_normal(&r);
     inputs in = {.tok = TOK, .chid = chid, .B = B, .T = T, .hidden = true};
-    check_grads(&c, &in, 2, NULL);
+    check_grads(&c, &in, 2, false);
     free(chid);
 }
 

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "mope/train.h"
+#include "train/train_internal.h" /* blas_threads */
 
 /* Two AdamW updates of three parameters, lr 0.1, betas (0.9, 0.99),
  * eps 1e-8, weight decay 0.5 (shrink factor 1 - 0.1 * 0.5 = 0.95).
@@ -171,6 +172,33 @@ static void test_determinism(void **state) {
     mope_train_trainer_free(tr[1]);
 }
 
+/* mope's own kernels (attention, norms, embedding, loss, clipping, AdamW)
+ * split work so that the thread count never changes a bit: with OpenBLAS
+ * pinned to one thread, 1 and 3 pool threads train identically. */
+static void test_thread_count_invariance(void **state) {
+    (void)state;
+    int32_t tok[NS * T], tgt[NS * T];
+    dataset(tok, tgt);
+    mope_train_batch b = {tok, tgt, NULL, NS, T};
+    mope_trainer *tr[2] = {make_trainer(1, 1e-2f, 100), make_trainer(3, 1e-2f, 100)};
+    float loss[2][5];
+    mope_error err = {0};
+    for (int r = 0; r < 2; r++) {
+        mope_train_trainer_model(tr[r])->blas_threads = 1;
+        mope_train_stats st;
+        for (int s = 0; s < 5; s++) {
+            assert_int_equal(mope_train_step(tr[r], &b, 1, &st, &err), 0);
+            loss[r][s] = st.loss;
+        }
+    }
+    assert_memory_equal(loss[0], loss[1], sizeof loss[0]);
+    mope_train_model *m0 = mope_train_trainer_model(tr[0]), *m1 = mope_train_trainer_model(tr[1]);
+    assert_memory_equal(mope_train_model_params(m0), mope_train_model_params(m1),
+                        mope_train_model_n_params(m0) * sizeof(float));
+    mope_train_trainer_free(tr[0]);
+    mope_train_trainer_free(tr[1]);
+}
+
 /* Two micro-batches of 2 sequences (scale 1/2 each) give the same update as
  * one batch of 4: with unit weights and equal token counts the mean of the
  * two means is the overall mean. */
@@ -244,7 +272,8 @@ static void test_clip(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_adamw_hand),  cmocka_unit_test(test_schedule),     cmocka_unit_test(test_clip),
-        cmocka_unit_test(test_accumulation), cmocka_unit_test(test_determinism), cmocka_unit_test(test_overfit),
+        cmocka_unit_test(test_accumulation), cmocka_unit_test(test_determinism),
+        cmocka_unit_test(test_thread_count_invariance), cmocka_unit_test(test_overfit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,8 +9,8 @@
  *
  * Threading: a mope_model holds scratch buffers, so one model runs one
  * forward at a time (calls on the same model, or with the same cache, must
- * not overlap); different models may run concurrently.  The parallelism is the mope_pool passed in
- * (NULL = the calling thread only).  Matrix products with few rows quantise
+ * not overlap); different models may run concurrently.  The parallelism is
+ * the mope_pool passed in (NULL = the calling thread only).  Matrix products with few rows quantise
  * the activations and use the integer dot kernels (mope_vec_dot); large
  * batches (>= 8 rows for f32 weights, 64 for f16/bf16, 128 for quantised
  * types) use OpenBLAS sgemm on tiles of dequantised weights, each pool
@@ -145,9 +145,11 @@ int mope_model_forward_ex(mope_model *m, mope_kv *kv, const mope_row *rows, int 
  * wtype's block size.  The tokenizer keys (tokenizer.*) are copied from
  * tokenizer_src when given (hp->n_vocab must then equal its token count, or
  * be 0 to take it); otherwise a SentencePiece-style (`llama`) vocabulary is
- * written: <unk>, <s>, </s>, the 256 byte tokens <0x00>..<0xFF>, then
- * frequent English pieces, then <unused_N> fillers up to n_vocab
- * (n_vocab >= 259). */
+ * written: <unk>, <s>, </s>, the 256 byte tokens <0x00>..<0xFF>, "▁" and
+ * single characters, then ~500 frequent English words as "▁word" pieces
+ * (with every prefix, so SentencePiece merging reaches them), capitalised,
+ * then with -s/-ed/-ing/-er/-ly, until n_vocab is reached; <unused_N>
+ * fillers beyond ~7300 tokens (n_vocab >= 259). */
 int mope_model_write_random(const char *path, const mope_hparams *hp, mope_type wtype, uint64_t seed,
                             const mope_gguf *tokenizer_src, mope_error *err);
 

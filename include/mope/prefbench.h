@@ -177,8 +177,8 @@ typedef struct mope_prefbench_quality {
     double gate;       /* product of the factors below */
     int empty;
     int truncated;     /* ends mid-sentence */
-    int on_topic;      /* mentions the concept or >= 2 of its facts */
-    double repetition; /* share of repeated word trigrams / sentences, 0..1 */
+    int on_topic;      /* names the concept, a synonym or its definition, or >= 2 of its facts */
+    double repetition; /* share of repeated word trigrams (or of excess content-word reuse), 0..1 */
 } mope_prefbench_quality;
 
 typedef struct mope_prefbench_labels {
@@ -192,7 +192,7 @@ typedef struct mope_prefbench_labels {
     double facts;       /* distinct facts of the concept conveyed */
     double novel;       /* distinct content words (repeats count once) */
     double informativeness; /* facts + 0.1 novel, scaled by the gate */
-    /* P3 style: higher = friendlier (A-like), negative = hostile. */
+    /* P3 style: higher = friendlier (A-like), negative = hostile; times the gate. */
     double friendliness;
     /* utility in [0,1] of each choice P1A, P1B, P2A, P2B, P3A, P3B */
     double choice[6];
@@ -205,8 +205,9 @@ typedef struct mope_prefbench_labeler mope_prefbench_labeler;
 mope_prefbench_labeler *mope_prefbench_labeler_create(const mope_wordnet *wn, mope_error *err);
 void mope_prefbench_labeler_free(mope_prefbench_labeler *lb);
 
-/* Scores an answer to a prompt about concept (the concept may be NULL: then
- * it is taken from the prompt's last noun-like words that WordNet knows). */
+/* Scores an answer to a prompt about concept.  The concept may be NULL: then
+ * it is the longest run of up to 3 prompt words that is a WordNet noun (the
+ * last one on ties), so "Tell me about glaciers." gives "glacier". */
 int mope_prefbench_label(const mope_prefbench_labeler *lb, const char *answer, const char *prompt,
                          const char *concept, mope_prefbench_labels *out, mope_error *err);
 

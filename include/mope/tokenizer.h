@@ -180,7 +180,9 @@ const char *mope_detok_flush(mope_detok *d, size_t *len);
  * become U+2581 "▁".  Special-token text (the specials below and <unk>,
  * <s>, </s>) is split out first.  Pre-words: a word is an optional leading
  * "▁" followed by a run of non-whitespace characters or a run of other
- * ASCII whitespace (\t \n \v \f \r); pieces never cross words.
+ * ASCII whitespace (\t \n \v \f \r); pieces never cross words.  Words
+ * longer than 256 bytes are left out of the statistics (they still encode,
+ * through shorter pieces and byte fallback).
  * Base pieces are the most frequent characters covering char_coverage of
  * all characters (plus "▁"); other characters go through byte fallback.
  * Then the most frequent adjacent pair (ties: smaller left id, then smaller
@@ -213,7 +215,7 @@ typedef struct mope_tokenizer_train_opts {
     int32_t min_freq;            /* stop when the best pair occurs fewer times (default 2) */
     int32_t max_piece_chars;     /* longest merged piece in characters, "▁" counts 1 (default 16) */
     double char_coverage;        /* (0, 1]: share of characters that get base pieces (default 0.9995) */
-    const char *const *specials; /* extra special tokens, e.g. "<|user|>" (non-empty, distinct) */
+    const char *const *specials; /* extra special tokens, e.g. "<|user|>" (non-empty, distinct, no spaces) */
     int n_specials;
     const bool *special_control; /* per special: true = CONTROL, false = USER_DEFINED; NULL: all USER_DEFINED */
     mope_tokenizer_train_progress_fn progress; /* optional, called from the training thread */

@@ -17,6 +17,7 @@ static const command commands[] = {
     {"perplexity", cmd_perplexity, "measure a model's perplexity on a text file"},
     {"generate", cmd_generate, "generate text from a prompt"},
     {"model-init", cmd_model_init, "write a model with random weights"},
+    {"prefbench", cmd_prefbench, "build the PrefBench benchmark's data"},
 };
 
 static void usage(FILE *f) {

@@ -243,7 +243,8 @@ int mope_model_forward(mope_model *m, mope_kv *kv, const mope_row *rows, int n_r
                        mope_pool *pool, mope_error *err) {
     if (!logits_out && rows) {
         for (int r = 0; r < n_rows; r++)
-            if (rows[r].want_logits) return mope_error_set(err, MOPE_EINVAL, "forward: row %d wants logits but no output buffer", r);
+            if (rows[r].want_logits)
+                return mope_error_set(err, MOPE_EINVAL, "forward: row %d wants logits but no output buffer", r);
     }
     return mope_model_forward_ex(m, kv, rows, n_rows, logits_out, NULL, pool, err);
 }

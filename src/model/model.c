@@ -92,7 +92,8 @@ static int get_int(const mope_gguf *g, const char *arch, const char *suffix, boo
     } else if (rc < 0) {
         return mope_error_set(err, MOPE_EFORMAT, "key %s is not an integer", key);
     }
-    if (v < 0 || v > INT32_MAX) return mope_error_set(err, MOPE_EFORMAT, "key %s = %lld is out of range", key, (long long)v);
+    if (v < 0 || v > INT32_MAX)
+        return mope_error_set(err, MOPE_EFORMAT, "key %s = %lld is out of range", key, (long long)v);
     *out = (int)v;
     return 0;
 }
@@ -216,6 +217,15 @@ static int get_mat(const mope_gguf *g, const char *name, int64_t ne0, int64_t ne
     const mope_gguf_tensor *t;
     int rc = get_tensor(g, name, ne0, ne1, false, &t, err);
     if (rc) return rc;
+    /* Weights are read in place as floats, or as halves (f16/bf16 elements,
+     * and the f16 scales of every block type, whose block sizes are all
+     * even): a file whose general.alignment leaves them misaligned is
+     * refused rather than read with misaligned loads. */
+    size_t el = t->type == MOPE_TYPE_F32 ? 4 : 2;
+    if ((uintptr_t)t->data % el != 0)
+        return mope_error_set(err, MOPE_EUNSUPPORTED,
+                              "tensor '%s' (%s) is not %zu-byte aligned in the file (general.alignment %zu)", name,
+                              mope_type_name(t->type), el, mope_gguf_alignment(g));
     w->name = t->name;
     w->data = t->data;
     w->type = t->type;
@@ -233,8 +243,18 @@ static int get_vec(const mope_gguf *g, const char *name, int64_t n, bool optiona
     int rc = get_tensor(g, name, n, 1, optional, &t, err);
     if (rc || !t) return rc;
     float *v = mope_alloc((size_t)n, sizeof(float));
-    if (!v) return mope_error_set(err, MOPE_ENOMEM, "out of memory copying '%s'", name);
-    if (mope_dequantize_row(t->type, t->data, v, n) != 0) {
+    /* an aligned copy of the bytes first: the file's may be misaligned */
+    size_t nb = mope_row_size(t->type, n);
+    void *tmp = mope_alloc(nb, 1);
+    if (!v || !tmp) {
+        mope_free(v);
+        mope_free(tmp);
+        return mope_error_set(err, MOPE_ENOMEM, "out of memory copying '%s'", name);
+    }
+    memcpy(tmp, t->data, nb);
+    int drc = mope_dequantize_row(t->type, tmp, v, n);
+    mope_free(tmp);
+    if (drc != 0) {
         mope_free(v);
         return mope_error_set(err, MOPE_EUNSUPPORTED, "tensor '%s': cannot convert type %s", name,
                               mope_type_name(t->type));

@@ -50,163 +50,109 @@ static size_t char_len(const char *s, size_t i, size_t n) {
     return l;
 }
 
-/* ---- pieces: the vocabulary being built, text -> id ---- */
-typedef struct pieces {
+/* ---- string tables: distinct byte strings, text -> index ---- */
+typedef struct strtab {
     char *blob;
-    size_t blob_n, blob_cap;
-    uint32_t *off, *len;
-    uint16_t *nchars;
-    uint8_t *type;
-    size_t cap;
-    int32_t n;
-    int32_t *ht;
-    uint32_t mask;
-} pieces;
-
-static int32_t piece_find(const pieces *P, const char *s, size_t n) {
-    if (!P->ht) return -1;
-    for (uint32_t i = (uint32_t)hash_bytes(s, n) & P->mask;; i = (i + 1) & P->mask) {
-        int32_t id = P->ht[i];
-        if (id < 0) return -1;
-        if (P->len[id] == n && memcmp(P->blob + P->off[id], s, n) == 0) return id;
-    }
-}
-
-static int piece_rehash(pieces *P, uint32_t size) {
-    int32_t *ht = malloc((size_t)size * sizeof *ht);
-    if (!ht) return MOPE_ENOMEM;
-    for (uint32_t i = 0; i < size; i++) ht[i] = -1;
-    for (int32_t id = 0; id < P->n; id++) {
-        uint32_t i = (uint32_t)hash_bytes(P->blob + P->off[id], P->len[id]) & (size - 1);
-        while (ht[i] >= 0) i = (i + 1) & (size - 1);
-        ht[i] = id;
-    }
-    free(P->ht);
-    P->ht = ht;
-    P->mask = size - 1;
-    return 0;
-}
-
-/* The caller has checked that the text is not in the table yet. */
-static int piece_add(pieces *P, const char *s, size_t n, int nchars, int type) {
-    size_t need = (size_t)P->n + 1;
-    if (need > P->cap) {
-        size_t c = P->cap ? P->cap * 2 : 512;
-        uint32_t *off = realloc(P->off, c * sizeof *off);
-        if (off) P->off = off;
-        uint32_t *len = realloc(P->len, c * sizeof *len);
-        if (len) P->len = len;
-        uint16_t *nc = realloc(P->nchars, c * sizeof *nc);
-        if (nc) P->nchars = nc;
-        uint8_t *ty = realloc(P->type, c);
-        if (ty) P->type = ty;
-        if (!off || !len || !nc || !ty) return MOPE_ENOMEM;
-        P->cap = c;
-    }
-    if (P->blob_n + n > UINT32_MAX) return MOPE_ENOMEM;
-    if (grow((void **)&P->blob, &P->blob_cap, P->blob_n + n + 1, 1)) return MOPE_ENOMEM;
-    memcpy(P->blob + P->blob_n, s, n);
-    int32_t id = P->n++;
-    P->off[id] = (uint32_t)P->blob_n;
-    P->len[id] = (uint32_t)n;
-    P->nchars[id] = (uint16_t)nchars;
-    P->type[id] = (uint8_t)type;
-    P->blob_n += n;
-    if (!P->ht || (uint64_t)P->n * 2 > (uint64_t)P->mask + 1)
-        return piece_rehash(P, P->ht ? 2 * (P->mask + 1) : 1024);
-    uint32_t i = (uint32_t)hash_bytes(s, n) & P->mask;
-    while (P->ht[i] >= 0) i = (i + 1) & P->mask;
-    P->ht[i] = id;
-    return 0;
-}
-
-static void pieces_free(pieces *P) {
-    free(P->blob);
-    free(P->off);
-    free(P->len);
-    free(P->nchars);
-    free(P->type);
-    free(P->ht);
-}
-
-/* ---- distinct words with counts ---- */
-typedef struct words {
-    char *blob;
-    size_t blob_n, blob_cap;
+    size_t blob_n, blob_cap, cap;
     size_t *off;
     uint32_t *len;
+    int32_t n;
+    int32_t *ht; /* index or -1 */
+    uint32_t mask;
+} strtab;
+
+static const char *st_str(const strtab *S, int32_t i) {
+    return S->blob + S->off[i];
+}
+
+/* The slot holding s, or the empty slot where it goes. */
+static uint32_t st_slot(const strtab *S, const char *s, size_t n) {
+    uint32_t i = (uint32_t)hash_bytes(s, n) & S->mask;
+    for (; S->ht[i] >= 0; i = (i + 1) & S->mask)
+        if (S->len[S->ht[i]] == n && memcmp(st_str(S, S->ht[i]), s, n) == 0) break;
+    return i;
+}
+
+static int32_t st_find(const strtab *S, const char *s, size_t n) {
+    return S->ht ? S->ht[st_slot(S, s, n)] : -1;
+}
+
+static int st_rehash(strtab *S, uint32_t size) {
+    free(S->ht);
+    S->ht = malloc((size_t)size * sizeof *S->ht);
+    if (!S->ht) return MOPE_ENOMEM;
+    S->mask = size - 1;
+    for (uint32_t i = 0; i < size; i++) S->ht[i] = -1;
+    for (int32_t k = 0; k < S->n; k++) S->ht[st_slot(S, st_str(S, k), S->len[k])] = k;
+    return 0;
+}
+
+/* Index of s, added when new (then *added is set); -1 when out of memory. */
+static int32_t st_intern(strtab *S, const char *s, size_t n, bool *added) {
+    if (!S->ht && st_rehash(S, 1024)) return -1;
+    uint32_t slot = st_slot(S, s, n);
+    *added = S->ht[slot] < 0;
+    if (!*added) return S->ht[slot];
+    if ((size_t)S->n == S->cap) {
+        size_t c = S->cap ? 2 * S->cap : 1024;
+        size_t *off = realloc(S->off, c * sizeof *off);
+        if (off) S->off = off;
+        uint32_t *len = realloc(S->len, c * sizeof *len);
+        if (len) S->len = len;
+        if (!off || !len || c > INT32_MAX) return -1;
+        S->cap = c;
+    }
+    if (grow((void **)&S->blob, &S->blob_cap, S->blob_n + n + 1, 1)) return -1;
+    memcpy(S->blob + S->blob_n, s, n);
+    int32_t k = S->n++;
+    S->off[k] = S->blob_n;
+    S->len[k] = (uint32_t)n;
+    S->blob_n += n;
+    S->ht[slot] = k;
+    if ((uint64_t)S->n * 2 > (uint64_t)S->mask + 1 && st_rehash(S, 2 * (S->mask + 1))) return -1;
+    return k;
+}
+
+static void st_free(strtab *S) {
+    free(S->blob);
+    free(S->off);
+    free(S->len);
+    free(S->ht);
+}
+
+/* A string table with a count per entry (words, characters). */
+typedef struct counts {
+    strtab S;
     int64_t *count;
     size_t cap;
-    int32_t n;
-    int32_t *ht;
-    uint32_t mask;
-    int64_t total; /* word occurrences, long ones included */
-} words;
+    int64_t total;
+} counts;
 
-static int words_rehash(words *W, uint32_t size) {
-    int32_t *ht = malloc((size_t)size * sizeof *ht);
-    if (!ht) return MOPE_ENOMEM;
-    for (uint32_t i = 0; i < size; i++) ht[i] = -1;
-    for (int32_t w = 0; w < W->n; w++) {
-        uint32_t i = (uint32_t)hash_bytes(W->blob + W->off[w], W->len[w]) & (size - 1);
-        while (ht[i] >= 0) i = (i + 1) & (size - 1);
-        ht[i] = w;
-    }
-    free(W->ht);
-    W->ht = ht;
-    W->mask = size - 1;
+static int count_add(counts *C, const char *s, size_t n, int64_t k) {
+    bool added;
+    int32_t i = st_intern(&C->S, s, n, &added);
+    if (i < 0 || grow((void **)&C->count, &C->cap, (size_t)C->S.n, sizeof *C->count)) return MOPE_ENOMEM;
+    if (added) C->count[i] = 0;
+    C->count[i] += k;
     return 0;
 }
 
-static int word_count(words *W, const char *s, size_t n) {
+static void counts_free(counts *C) {
+    st_free(&C->S);
+    free(C->count);
+}
+
+/* Word occurrences; the long ones are counted in total only. */
+static int word_count(counts *W, const char *s, size_t n) {
     W->total++;
-    if (n == 0 || n > MAX_WORD_BYTES) return 0;
-    if (!W->ht && words_rehash(W, 4096)) return MOPE_ENOMEM;
-    uint32_t i = (uint32_t)hash_bytes(s, n) & W->mask;
-    for (;; i = (i + 1) & W->mask) {
-        int32_t w = W->ht[i];
-        if (w < 0) break;
-        if (W->len[w] == n && memcmp(W->blob + W->off[w], s, n) == 0) {
-            W->count[w]++;
-            return 0;
-        }
-    }
-    if ((size_t)W->n == W->cap) {
-        size_t c = W->cap ? W->cap * 2 : 4096;
-        size_t *off = realloc(W->off, c * sizeof *off);
-        if (off) W->off = off;
-        uint32_t *len = realloc(W->len, c * sizeof *len);
-        if (len) W->len = len;
-        int64_t *cnt = realloc(W->count, c * sizeof *cnt);
-        if (cnt) W->count = cnt;
-        if (!off || !len || !cnt || c > INT32_MAX) return MOPE_ENOMEM;
-        W->cap = c;
-    }
-    if (grow((void **)&W->blob, &W->blob_cap, W->blob_n + n, 1)) return MOPE_ENOMEM;
-    memcpy(W->blob + W->blob_n, s, n);
-    int32_t w = W->n++;
-    W->off[w] = W->blob_n;
-    W->len[w] = (uint32_t)n;
-    W->count[w] = 1;
-    W->blob_n += n;
-    W->ht[i] = w;
-    if ((uint64_t)W->n * 2 > (uint64_t)W->mask + 1) return words_rehash(W, 2 * (W->mask + 1));
-    return 0;
-}
-
-static void words_free(words *W) {
-    free(W->blob);
-    free(W->off);
-    free(W->len);
-    free(W->count);
-    free(W->ht);
+    return n == 0 || n > MAX_WORD_BYTES ? 0 : count_add(W, s, n, 1);
 }
 
 /* ---- splitting text into words ---- */
 enum { CL_NONE = 0, CL_TEXT, CL_SPACE }; /* class of a word's run after its optional "▁" */
 
 typedef struct splitter {
-    words *W;
+    counts *W;
     char buf[MAX_WORD_BYTES + 8];
     size_t n;
     bool too_long;
@@ -259,7 +205,7 @@ typedef struct frag {
  * each splitting every raw fragment at all its occurrences), then counts the
  * words of the raw fragments; a space is prefixed at the start and after
  * every special token. */
-static int count_text(words *W, const char *text, size_t len, const tok_str *sp, int n_sp) {
+static int count_text(counts *W, const char *text, size_t len, const tok_str *sp, int n_sp) {
     frag *cur = NULL, *nxt = NULL;
     size_t ncur = 0, ccur = 0, nnxt = 0, cnxt = 0;
     int rc = MOPE_ENOMEM;
@@ -328,8 +274,11 @@ typedef struct hent {
 } hent;
 
 typedef struct trainer {
-    pieces P;
-    words W;
+    strtab P;         /* the vocabulary being built */
+    uint16_t *nchars; /* characters per piece ("▁" counts one) */
+    uint8_t *ptype;
+    size_t pcap;
+    counts W;         /* distinct words */
     int32_t first_merge;
     int max_chars;
     int32_t *sym;     /* symbols of all words, word w at sym + soff[w], symn[w] of them */
@@ -348,6 +297,20 @@ typedef struct trainer {
     uint8_t *changed; /* scratch per word position */
     int64_t n_extra;
 } trainer;
+
+/* The caller has checked that the text is not a piece yet. */
+static int piece_add(trainer *T, const char *s, size_t n, int nchars, int type) {
+    bool added;
+    int32_t id = st_intern(&T->P, s, n, &added);
+    if (id < 0 || grow((void **)&T->nchars, &T->pcap, (size_t)T->P.n, sizeof *T->nchars)) return MOPE_ENOMEM;
+    size_t cap = T->pcap;
+    uint8_t *ty = realloc(T->ptype, cap);
+    if (!ty) return MOPE_ENOMEM;
+    T->ptype = ty;
+    T->nchars[id] = (uint16_t)nchars;
+    T->ptype[id] = (uint8_t)type;
+    return 0;
+}
 
 static int32_t pair_find(const trainer *T, uint64_t key) {
     for (uint32_t i = (uint32_t)tok_hash_pair(key) & T->pmask;; i = (i + 1) & T->pmask) {
@@ -385,7 +348,7 @@ static int32_t pair_get(trainer *T, uint64_t key) {
 }
 
 static bool eligible(const trainer *T, int32_t a, int32_t b) {
-    return a >= 0 && b >= 0 && T->P.nchars[a] + T->P.nchars[b] <= T->max_chars;
+    return a >= 0 && b >= 0 && T->nchars[a] + T->nchars[b] <= T->max_chars;
 }
 
 /* count += delta for pair (a, b); with add_word, word w joins its list. */
@@ -453,10 +416,10 @@ static int flush_touched(trainer *T) {
 
 /* Id of the merged piece spelled by a + b, or -1. */
 static int32_t concat_merged(const trainer *T, int32_t a, int32_t b, char *buf) {
-    const pieces *P = &T->P;
-    memcpy(buf, P->blob + P->off[a], P->len[a]);
-    memcpy(buf + P->len[a], P->blob + P->off[b], P->len[b]);
-    int32_t id = piece_find(P, buf, (size_t)P->len[a] + P->len[b]);
+    const strtab *P = &T->P;
+    memcpy(buf, st_str(P, a), P->len[a]);
+    memcpy(buf + P->len[a], st_str(P, b), P->len[b]);
+    int32_t id = st_find(P, buf, (size_t)P->len[a] + P->len[b]);
     return id >= T->first_merge ? id : -1;
 }
 
@@ -522,8 +485,10 @@ void mope_tokenizer_train_result_free(mope_tokenizer_train_result *r) {
 }
 
 static void trainer_free(trainer *T) {
-    pieces_free(&T->P);
-    words_free(&T->W);
+    st_free(&T->P);
+    free(T->nchars);
+    free(T->ptype);
+    counts_free(&T->W);
     free(T->sym);
     free(T->soff);
     free(T->symn);
@@ -573,23 +538,28 @@ static int add_specials(trainer *T, const mope_tokenizer_train_opts *o, mope_err
     static const char *const ctl[N_FIXED_CONTROL] = {"<unk>", "<s>", "</s>"};
     static const int ctl_type[N_FIXED_CONTROL] = {MOPE_TOKEN_UNKNOWN, MOPE_TOKEN_CONTROL, MOPE_TOKEN_CONTROL};
     for (int i = 0; i < N_FIXED_CONTROL; i++)
-        if (piece_add(&T->P, ctl[i], strlen(ctl[i]), 1, ctl_type[i])) goto nomem;
+        if (piece_add(T, ctl[i], strlen(ctl[i]), 1, ctl_type[i])) goto nomem;
     for (int i = 0; i < o->n_specials; i++) {
         const char *s = o->specials[i];
         size_t n = s ? strlen(s) : 0;
         if (n == 0) return mope_error_set(err, MOPE_EINVAL, "tokenizer training: special token %d is empty", i);
         if (n > 1024) return mope_error_set(err, MOPE_EINVAL, "tokenizer training: special token %d is too long", i);
-        if (piece_find(&T->P, s, n) >= 0)
-            return mope_error_set(err, MOPE_EINVAL, "tokenizer training: special token \"%s\" given twice or reserved", s);
+        if (st_find(&T->P, s, n) >= 0)
+            return mope_error_set(err, MOPE_EINVAL, "tokenizer training: special token \"%s\" given twice or reserved",
+                                  s);
+        /* spaces become "▁" only outside special tokens: a piece could then
+         * spell the token's text, and the encoder would merge into it */
+        if (strchr(s, ' ') || strstr(s, U2581))
+            return mope_error_set(err, MOPE_EINVAL, "tokenizer training: special token \"%s\" contains a space", s);
         int ty = o->special_control && o->special_control[i] ? MOPE_TOKEN_CONTROL : MOPE_TOKEN_USER_DEFINED;
-        if (piece_add(&T->P, s, n, 1, ty)) goto nomem;
+        if (piece_add(T, s, n, 1, ty)) goto nomem;
     }
     for (int b = 0; b < 256; b++) {
         char buf[8];
         snprintf(buf, sizeof buf, "<0x%02X>", b);
-        if (piece_find(&T->P, buf, 6) >= 0)
+        if (st_find(&T->P, buf, 6) >= 0)
             return mope_error_set(err, MOPE_EINVAL, "tokenizer training: special token \"%s\" is a byte token", buf);
-        if (piece_add(&T->P, buf, 6, 1, MOPE_TOKEN_BYTE)) goto nomem;
+        if (piece_add(T, buf, 6, 1, MOPE_TOKEN_BYTE)) goto nomem;
     }
     return 0;
 nomem:
@@ -611,7 +581,7 @@ static int read_inputs(trainer *T, const mope_tokenizer_train_opts *o, int64_t *
             order[j] = order[j - 1];
             order[j - 1] = x;
         }
-    for (int32_t i = 0; i < n_sp; i++) sp[i] = (tok_str){T->P.blob + T->P.off[order[i]], T->P.len[order[i]]};
+    for (int32_t i = 0; i < n_sp; i++) sp[i] = (tok_str){st_str(&T->P, order[i]), T->P.len[order[i]]};
     int n_inputs = (o->text ? 1 : 0) + o->n_files;
     *n_bytes = 0;
     if (o->text) {
@@ -645,7 +615,7 @@ static int read_inputs(trainer *T, const mope_tokenizer_train_opts *o, int64_t *
         *n_bytes += (int64_t)n;
         report(o, 0, (o->text ? 1 : 0) + f + 1, n_inputs, t0);
     }
-    if (T->W.n == 0) rc = mope_error_set(err, MOPE_EINVAL, "tokenizer training: the data holds no words");
+    if (T->W.S.n == 0) rc = mope_error_set(err, MOPE_EINVAL, "tokenizer training: the data holds no words");
     goto done;
 nomem:
     rc = mope_error_set(err, MOPE_ENOMEM, "tokenizer training: out of memory");
@@ -655,121 +625,78 @@ done:
     return rc;
 }
 
-typedef struct chr {
-    uint32_t bytes, len; /* up to 4 bytes, packed first byte lowest */
-    int64_t count;
-    int32_t id;
-} chr;
-
-static int cmp_chr(const void *a, const void *b) {
-    const chr *x = a, *y = b;
-    if (x->count != y->count) return x->count > y->count ? -1 : 1;
-    int c = memcmp(&x->bytes, &y->bytes, 4); /* the bytes in text order */
-    return c ? c : (x->len > y->len) - (x->len < y->len);
-}
-
-static uint32_t pack_char(const char *s, size_t l) {
-    uint32_t v = 0;
-    memcpy(&v, s, l);
-    return v;
-}
-
 static bool valid_char(const char *s, size_t l) {
     return !(l == 1 && (uint8_t)s[0] >= 0x80);
 }
 
-static uint32_t chr_hash(uint32_t key, uint32_t len) {
-    return (uint32_t)tok_hash_pair((uint64_t)key << 3 | len);
-}
-
-/* Slot of the character in the table: its entry, or the empty slot for it. */
-static uint32_t chr_slot(const chr *cs, const int32_t *ht, uint32_t mask, uint32_t key, uint32_t len) {
-    uint32_t h = chr_hash(key, len) & mask;
-    while (ht[h] >= 0 && !(cs[ht[h]].bytes == key && cs[ht[h]].len == len)) h = (h + 1) & mask;
-    return h;
-}
-
-static int chr_index(const chr *cs, size_t nc, int32_t **ht, uint32_t mask) {
-    int32_t *t = malloc(((size_t)mask + 1) * sizeof *t);
-    if (!t) return MOPE_ENOMEM;
-    for (uint32_t i = 0; i <= mask; i++) t[i] = -1;
-    for (size_t c = 0; c < nc; c++) t[chr_slot(cs, t, mask, cs[c].bytes, cs[c].len)] = (int32_t)c;
-    free(*ht);
-    *ht = t;
-    return 0;
+/* Characters by count, most frequent first, then by their bytes. */
+static int cmp_char(const void *x, const void *y, void *ctx) {
+    const counts *C = ctx;
+    int32_t a = *(const int32_t *)x, b = *(const int32_t *)y;
+    if (C->count[a] != C->count[b]) return C->count[a] > C->count[b] ? -1 : 1;
+    uint32_t la = C->S.len[a], lb = C->S.len[b];
+    int c = memcmp(st_str(&C->S, a), st_str(&C->S, b), la < lb ? la : lb);
+    return c ? c : (la > lb) - (la < lb);
 }
 
 /* Picks the base characters and turns every word into symbols. */
 static int build_symbols(trainer *T, const mope_tokenizer_train_opts *o, int32_t *n_chars, mope_error *err) {
-    words *W = &T->W;
-    chr *cs = NULL;
-    int32_t *ht = NULL;
-    size_t nc = 0, cc = 0, total_syms = 0;
-    int64_t total = 0;
-    uint32_t mask = 4095;
+    counts *W = &T->W, C = {0};
+    int32_t *order = NULL, *cid = NULL;
+    size_t total_syms = 0;
     int rc = 0;
-    if (chr_index(cs, 0, &ht, mask)) goto nomem;
-    for (int32_t w = 0; w < W->n; w++) {
-        const char *s = W->blob + W->off[w];
-        for (size_t i = 0, n = W->len[w]; i < n;) {
+    for (int32_t w = 0; w < W->S.n; w++) {
+        const char *s = st_str(&W->S, w);
+        for (size_t i = 0, n = W->S.len[w]; i < n;) {
             size_t l = char_len(s, i, n);
             total_syms++;
-            total += W->count[w];
-            if (valid_char(s + i, l)) {
-                uint32_t key = pack_char(s + i, l);
-                uint32_t h = chr_slot(cs, ht, mask, key, (uint32_t)l);
-                if (ht[h] < 0) {
-                    if (grow((void **)&cs, &cc, nc + 1, sizeof *cs)) goto nomem;
-                    cs[nc] = (chr){key, (uint32_t)l, 0, -1};
-                    ht[h] = (int32_t)nc++;
-                    if (nc * 2 > (size_t)mask + 1) {
-                        mask = 2 * mask + 1;
-                        if (chr_index(cs, nc, &ht, mask)) goto nomem;
-                        h = chr_slot(cs, ht, mask, key, (uint32_t)l);
-                    }
-                }
-                cs[ht[h]].count += W->count[w];
-            }
+            C.total += W->count[w];
+            if (valid_char(s + i, l) && count_add(&C, s + i, l, W->count[w])) goto nomem;
             i += l;
         }
     }
-    qsort(cs, nc, sizeof *cs, cmp_chr);
-    int64_t room = (int64_t)o->vocab_size - T->P.n, covered = 0;
-    size_t keep = 0;
-    while (keep < nc && (int64_t)keep < room && (double)covered < o->char_coverage * (double)total)
-        covered += cs[keep++].count;
-    /* "▁" always gets a piece when there is room: every text starts with it */
-    for (size_t c = keep; c < nc && (int64_t)keep < room; c++)
-        if (cs[c].len == 3 && memcmp(&cs[c].bytes, U2581, 3) == 0) {
-            chr x = cs[c];
-            memmove(cs + keep + 1, cs + keep, (c - keep) * sizeof *cs);
-            cs[keep++] = x;
-        }
-    for (size_t c = 0; c < keep; c++) {
-        char b[4];
-        memcpy(b, &cs[c].bytes, 4);
-        cs[c].id = T->P.n;
-        if (piece_add(&T->P, b, cs[c].len, 1, MOPE_TOKEN_NORMAL)) goto nomem;
+    order = malloc(((size_t)C.S.n + 1) * sizeof *order);
+    cid = malloc(((size_t)C.S.n + 1) * sizeof *cid);
+    if (!order || !cid) goto nomem;
+    for (int32_t c = 0; c < C.S.n; c++) {
+        order[c] = c;
+        cid[c] = -1;
     }
-    *n_chars = (int32_t)keep;
+    qsort_r(order, (size_t)C.S.n, sizeof *order, cmp_char, &C);
+    int64_t room = (int64_t)o->vocab_size - T->P.n, covered = 0, keep = 0;
+    while (keep < C.S.n && keep < room && (double)covered < o->char_coverage * (double)C.total)
+        covered += C.count[order[keep++]];
+    /* "▁" always gets a piece when there is room: every text starts with it */
+    int32_t sp = st_find(&C.S, U2581, 3);
+    if (sp >= 0 && keep < room)
+        for (int64_t c = keep; c < C.S.n; c++)
+            if (order[c] == sp) {
+                memmove(order + keep + 1, order + keep, (size_t)(c - keep) * sizeof *order);
+                order[keep++] = sp;
+            }
+    int32_t base = T->P.n;
+    for (int64_t c = 0; c < keep; c++) {
+        if (st_find(&T->P, st_str(&C.S, order[c]), C.S.len[order[c]]) >= 0) continue; /* a 1-char special */
+        cid[order[c]] = T->P.n;
+        if (piece_add(T, st_str(&C.S, order[c]), C.S.len[order[c]], 1, MOPE_TOKEN_NORMAL)) goto nomem;
+    }
+    *n_chars = T->P.n - base;
     T->first_merge = T->P.n;
-    if (chr_index(cs, nc, &ht, mask)) goto nomem; /* positions moved in the sort */
     T->sym = malloc((total_syms ? total_syms : 1) * sizeof *T->sym);
-    T->soff = malloc((size_t)W->n * sizeof *T->soff);
-    T->symn = malloc((size_t)W->n * sizeof *T->symn);
-    T->wstamp = calloc((size_t)W->n, sizeof *T->wstamp);
+    T->soff = malloc((size_t)W->S.n * sizeof *T->soff);
+    T->symn = malloc((size_t)W->S.n * sizeof *T->symn);
+    T->wstamp = calloc((size_t)W->S.n, sizeof *T->wstamp);
     T->changed = malloc(MAX_WORD_BYTES + 8);
     if (!T->sym || !T->soff || !T->symn || !T->wstamp || !T->changed) goto nomem;
     size_t at = 0;
-    for (int32_t w = 0; w < W->n; w++) {
-        const char *s = W->blob + W->off[w];
+    for (int32_t w = 0; w < W->S.n; w++) {
+        const char *s = st_str(&W->S, w);
         T->soff[w] = at;
         int32_t k = 0;
-        for (size_t i = 0, n = W->len[w]; i < n; k++) {
+        for (size_t i = 0, n = W->S.len[w]; i < n; k++) {
             size_t l = char_len(s, i, n);
-            int32_t id = -1;
-            if (valid_char(s + i, l)) id = cs[ht[chr_slot(cs, ht, mask, pack_char(s + i, l), (uint32_t)l)]].id;
-            T->sym[at + (size_t)k] = id;
+            int32_t c = valid_char(s + i, l) ? st_find(&C.S, s + i, l) : -1;
+            T->sym[at + (size_t)k] = c >= 0 ? cid[c] : -1;
             i += l;
         }
         T->symn[w] = k;
@@ -779,8 +706,9 @@ static int build_symbols(trainer *T, const mope_tokenizer_train_opts *o, int32_t
 nomem:
     rc = mope_error_set(err, MOPE_ENOMEM, "tokenizer training: out of memory");
 done:
-    free(ht);
-    free(cs);
+    counts_free(&C);
+    free(order);
+    free(cid);
     return rc;
 }
 
@@ -788,11 +716,11 @@ done:
  * of every split of its text into two pieces. */
 static int merge_piece(trainer *T, int32_t id, int32_t left, int32_t right) {
     T->stamp++;
-    const char *p = T->P.blob + T->P.off[id];
+    const char *p = st_str(&T->P, id);
     uint32_t n = T->P.len[id];
     for (uint32_t k = 1; k < n; k++) {
         if (((uint8_t)p[k] & 0xc0) == 0x80) continue; /* not a character boundary */
-        int32_t a = piece_find(&T->P, p, k), b = piece_find(&T->P, p + k, n - k);
+        int32_t a = st_find(&T->P, p, k), b = st_find(&T->P, p + k, n - k);
         if (a < 0 || b < 0 || !eligible(T, a, b)) continue;
         int32_t q = pair_find(T, (uint64_t)(uint32_t)a << 32 | (uint32_t)b);
         if (q < 0) continue;
@@ -826,7 +754,7 @@ int mope_tokenizer_train_bpe(const mope_tokenizer_train_opts *o, mope_tokenizer_
     for (int i = 0; i < 1024; i++) T.pht[i] = -1;
     T.pmask = 1023;
     T.stamp = 1;
-    for (int32_t w = 0; w < T.W.n; w++) {
+    for (int32_t w = 0; w < T.W.S.n; w++) {
         memset(T.changed, 1, (size_t)T.symn[w]);
         if (word_pairs(&T, w, +1, true)) goto nomem;
     }
@@ -834,8 +762,7 @@ int mope_tokenizer_train_bpe(const mope_tokenizer_train_opts *o, mope_tokenizer_
     int32_t target = o->vocab_size - T.first_merge;
     out->merges = malloc(((size_t)target + 1) * 2 * sizeof *out->merges);
     if (!out->merges) goto nomem;
-    char *buf = malloc(2 * MAX_WORD_BYTES + 8);
-    if (!buf) goto nomem;
+    char buf[2 * MAX_WORD_BYTES + 8];
     while (out->n_merges < target && T.nheap > 0) {
         hent e = heap_pop(&T);
         pair *q = &T.pr[e.pair];
@@ -843,24 +770,20 @@ int mope_tokenizer_train_bpe(const mope_tokenizer_train_opts *o, mope_tokenizer_
         if (q->count < o->min_freq) break;
         int32_t a = (int32_t)(q->key >> 32), b = (int32_t)(uint32_t)q->key;
         size_t n = (size_t)T.P.len[a] + T.P.len[b];
-        memcpy(buf, T.P.blob + T.P.off[a], T.P.len[a]);
-        memcpy(buf + T.P.len[a], T.P.blob + T.P.off[b], T.P.len[b]);
-        if (piece_find(&T.P, buf, n) >= 0) { /* e.g. text "<0x41>": the byte token's name */
+        memcpy(buf, st_str(&T.P, a), T.P.len[a]);
+        memcpy(buf + T.P.len[a], st_str(&T.P, b), T.P.len[b]);
+        if (st_find(&T.P, buf, n) >= 0) { /* e.g. text "<0x41>": the byte token's name */
             q->banned = true;
             continue;
         }
         int32_t id = T.P.n;
-        if (piece_add(&T.P, buf, n, T.P.nchars[a] + T.P.nchars[b], MOPE_TOKEN_NORMAL) ||
-            merge_piece(&T, id, a, b)) {
-            free(buf);
+        if (piece_add(&T, buf, n, T.nchars[a] + T.nchars[b], MOPE_TOKEN_NORMAL) || merge_piece(&T, id, a, b))
             goto nomem;
-        }
         out->merges[2 * out->n_merges] = a;
         out->merges[2 * out->n_merges + 1] = b;
         out->n_merges++;
         report(o, 1, out->n_merges, target, t0);
     }
-    free(buf);
 
     /* the tokenizer: scores -i for merge i, base characters below them */
     int32_t nv = T.P.n;
@@ -870,11 +793,11 @@ int mope_tokenizer_train_bpe(const mope_tokenizer_train_opts *o, mope_tokenizer_
     types = malloc((size_t)nv * sizeof *types);
     if (!toks || !lens || !scores || !types) goto nomem;
     for (int32_t i = 0; i < nv; i++) {
-        toks[i] = T.P.blob + T.P.off[i];
+        toks[i] = st_str(&T.P, i);
         lens[i] = T.P.len[i];
-        types[i] = T.P.type[i];
-        int32_t r = i - T.first_merge;
-        scores[i] = r >= 0 ? (float)-r : i >= T.first_merge - n_chars ? (float)-(out->n_merges + (i - (T.first_merge - n_chars))) : 0.0f;
+        types[i] = T.ptype[i];
+        int32_t r = i - T.first_merge, c = i - (T.first_merge - n_chars);
+        scores[i] = r >= 0 ? (float)-r : c >= 0 ? (float)-(out->n_merges + c) : 0.0f;
     }
     mope_tokenizer_params tp;
     mope_tokenizer_params_init(&tp);
@@ -899,7 +822,7 @@ int mope_tokenizer_train_bpe(const mope_tokenizer_train_opts *o, mope_tokenizer_
     out->n_base_chars = n_chars;
     out->n_extra_merges = T.n_extra;
     out->n_words = T.W.total;
-    out->n_unique_words = T.W.n;
+    out->n_unique_words = T.W.S.n;
     out->seconds = mope_time_s() - t0;
     goto done;
 nomem:
@@ -920,23 +843,22 @@ int mope_tokenizer_train_save(const mope_tokenizer_train_result *r, const mope_t
         return mope_error_set(err, MOPE_EINVAL, "tokenizer training: save needs a result, its options and a path");
     mope_gguf_writer *w = mope_gguf_writer_new();
     if (!w) return mope_error_set(err, MOPE_ENOMEM, "tokenizer training: out of memory");
-    int rc = mope_gguf_set_str(w, "general.architecture", "llama");
-    rc |= mope_gguf_set_str(w, "general.name", "mope BPE tokenizer");
-    if (rc == 0) rc = mope_tokenizer_write_gguf_kv(r->tok, w, err);
-    if (rc == 0) {
-        rc |= mope_gguf_set_str(w, "mope.tokenizer.trainer", "bpe");
-        rc |= mope_gguf_set_u32(w, "mope.tokenizer.vocab_size_target", (uint32_t)o->vocab_size);
-        rc |= mope_gguf_set_u32(w, "mope.tokenizer.min_freq", (uint32_t)o->min_freq);
-        rc |= mope_gguf_set_u32(w, "mope.tokenizer.max_piece_chars", (uint32_t)o->max_piece_chars);
-        rc |= mope_gguf_set_f64(w, "mope.tokenizer.char_coverage", o->char_coverage);
-        rc |= mope_gguf_set_u32(w, "mope.tokenizer.n_specials", (uint32_t)o->n_specials);
-        rc |= mope_gguf_set_u32(w, "mope.tokenizer.n_base_chars", (uint32_t)r->n_base_chars);
-        rc |= mope_gguf_set_u32(w, "mope.tokenizer.n_merges", (uint32_t)r->n_merges);
-        rc |= mope_gguf_set_u64(w, "mope.tokenizer.training_bytes", (uint64_t)r->n_bytes);
-        rc |= mope_gguf_set_u64(w, "mope.tokenizer.training_words", (uint64_t)r->n_words);
-        rc |= mope_gguf_set_u64(w, "mope.tokenizer.training_unique_words", (uint64_t)r->n_unique_words);
-        if (rc) rc = mope_error_set(err, MOPE_ENOMEM, "tokenizer training: out of memory");
+    int rc = 0, set = mope_gguf_set_str(w, "general.architecture", "llama");
+    set |= mope_gguf_set_str(w, "general.name", "mope BPE tokenizer");
+    if (set == 0 && (rc = mope_tokenizer_write_gguf_kv(r->tok, w, err)) == 0) {
+        set |= mope_gguf_set_str(w, "mope.tokenizer.trainer", "bpe");
+        set |= mope_gguf_set_u32(w, "mope.tokenizer.vocab_size_target", (uint32_t)o->vocab_size);
+        set |= mope_gguf_set_u32(w, "mope.tokenizer.min_freq", (uint32_t)o->min_freq);
+        set |= mope_gguf_set_u32(w, "mope.tokenizer.max_piece_chars", (uint32_t)o->max_piece_chars);
+        set |= mope_gguf_set_f64(w, "mope.tokenizer.char_coverage", o->char_coverage);
+        set |= mope_gguf_set_u32(w, "mope.tokenizer.n_specials", (uint32_t)o->n_specials);
+        set |= mope_gguf_set_u32(w, "mope.tokenizer.n_base_chars", (uint32_t)r->n_base_chars);
+        set |= mope_gguf_set_u32(w, "mope.tokenizer.n_merges", (uint32_t)r->n_merges);
+        set |= mope_gguf_set_u64(w, "mope.tokenizer.training_bytes", (uint64_t)r->n_bytes);
+        set |= mope_gguf_set_u64(w, "mope.tokenizer.training_words", (uint64_t)r->n_words);
+        set |= mope_gguf_set_u64(w, "mope.tokenizer.training_unique_words", (uint64_t)r->n_unique_words);
     }
+    if (set) rc = mope_error_set(err, MOPE_ENOMEM, "tokenizer training: out of memory");
     if (rc == 0) rc = mope_gguf_writer_write(w, path, err);
     mope_gguf_writer_free(w);
     return rc;

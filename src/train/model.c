@@ -182,6 +182,7 @@ mope_train_model *tm_create(const mope_train_config *c, int n_threads, bool allo
     }
     m->n_threads = mope_pool_size(m->pool);
     m->kern = tl_kernels_best();
+    m->blas_threads = m->n_threads;
     return m;
 oom:
     mope_error_set(err, MOPE_ENOMEM, "out of memory creating the trainable model");

@@ -76,7 +76,7 @@ static void block_bwd(mope_train_model *m, int l) {
 static void trunk_fwd(mope_train_model *m) {
     const mope_train_config *c = &m->cfg;
     int N = m->B * m->T;
-    tl_blas_threads(m->n_threads);
+    tl_blas_threads(m->blas_threads);
     tl_embed_fwd(m->pool, m->a.res, m->w.embd, m->tok, N, c->n_embd);
     for (int l = 0; l < c->n_layer; l++) block_fwd(m, l);
     tl_rmsnorm_fwd(m->pool, m->a.xf, m->a.rstdf, m->a.res + (size_t)c->n_layer * N * c->n_embd, m->w.out_norm, N,
@@ -87,7 +87,7 @@ static void trunk_fwd(mope_train_model *m) {
 static void trunk_bwd(mope_train_model *m) {
     const mope_train_config *c = &m->cfg;
     int N = m->B * m->T, C = c->n_embd;
-    tl_blas_threads(m->n_threads);
+    tl_blas_threads(m->blas_threads);
     memset(m->d.dres, 0, (size_t)N * C * sizeof(float));
     tl_rmsnorm_bwd(m->pool, m->d.dres, m->g.out_norm, m->d.dxn, m->a.res + (size_t)c->n_layer * N * C, m->a.rstdf,
                    m->w.out_norm, N, C);
@@ -163,7 +163,7 @@ int mope_train_model_backward(mope_train_model *m, float scale, mope_error *err)
     int N = m->B * m->T;
     float coef = m->wsum > 0 ? (float)(scale / m->wsum) : 0.0f;
     tl_ce_bwd(m->pool, m->a.logits, m->a.lse, m->tgt, m->wgt, N, c->n_vocab, coef); /* dlogits */
-    tl_blas_threads(m->n_threads);
+    tl_blas_threads(m->blas_threads);
     tl_linear_bwd(m->d.dxn, m->g.out, m->a.logits, m->a.xf, m->w.out, N, c->n_embd, c->n_vocab, false); /* dxf */
     trunk_bwd(m);
     m->mode = TMODE_NONE; /* logits were overwritten */

@@ -94,6 +94,7 @@ struct mope_train_model {
     mope_pool *pool;
     int n_threads;
     const tl_kernels *kern; /* attention row kernels (tests may swap them) */
+    int blas_threads;       /* = n_threads (tests set 1 to isolate sgemm) */
 
     /* the last forward */
     int mode, B, T;

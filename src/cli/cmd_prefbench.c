@@ -1,0 +1,75 @@
+/* mope prefbench SUB: the built-in benchmark's data (docs/PREFBENCH.md). */
+#include <stdlib.h>
+
+#include "cli/cli.h"
+#include "mope/prefbench.h"
+
+static const char *const HELP =
+    "usage: mope prefbench corpus --out DIR [--wordnet DIR] [--seed S] [--max-concepts N]\n"
+    "                             [--variants N] [--tiny]\n"
+    "\n"
+    "Builds the PrefBench question-answer corpus from WordNet (Debian package\n"
+    "wordnet-base): prompts in 16 phrasings per concept and answers in the neutral\n"
+    "style and each of the six preference choices P1A..P3B, split into train, dev\n"
+    "and test by a fixed hash of the concept.  Writes\n"
+    "DIR/{train,dev,test}_{prompts,responses}.jsonl (formats in docs/PREFBENCH.md).\n"
+    "\n"
+    "options:\n"
+    "  -o, --out DIR          output directory, created if missing (required)\n"
+    "  --wordnet DIR          WordNet database directory (default /usr/share/wordnet)\n"
+    "  --seed S               wording seed (default 1); the split does not depend on it\n"
+    "  --max-concepts N       number of concepts (default 24000)\n"
+    "  --variants N           answers per concept and style (default 2)\n"
+    "  --tiny                 300 concepts, for tests\n"
+    "  -h, --help             show this help\n";
+
+static int corpus(int argc, char **argv) {
+    const char *cmd = "prefbench corpus", *v = NULL;
+    mope_prefbench_corpus_opts o = {0};
+    o.seed = 1;
+    long long x;
+    for (int i = 1; i < argc; i++) {
+        int r = 0;
+        if (cli_is_help(argv[i])) {
+            fputs(HELP, stdout);
+            return 0;
+        } else if ((r = cli_opt(cmd, argc, argv, &i, "-o", "--out", &v))) {
+            if (r < 0) return CLI_EXIT_USAGE;
+            o.out_dir = v;
+        } else if ((r = cli_opt(cmd, argc, argv, &i, NULL, "--wordnet", &v))) {
+            if (r < 0) return CLI_EXIT_USAGE;
+            o.wordnet_dir = v;
+        } else if ((r = cli_opt(cmd, argc, argv, &i, NULL, "--seed", &v))) {
+            if (r < 0 || cli_parse_int(cmd, "--seed", v, 0, INT64_MAX, &x) < 0) return CLI_EXIT_USAGE;
+            o.seed = (uint64_t)x;
+        } else if ((r = cli_opt(cmd, argc, argv, &i, NULL, "--max-concepts", &v))) {
+            if (r < 0 || cli_parse_int(cmd, "--max-concepts", v, 1, 1000000, &x) < 0) return CLI_EXIT_USAGE;
+            o.max_concepts = (int)x;
+        } else if ((r = cli_opt(cmd, argc, argv, &i, NULL, "--variants", &v))) {
+            if (r < 0 || cli_parse_int(cmd, "--variants", v, 1, 64, &x) < 0) return CLI_EXIT_USAGE;
+            o.variants = (int)x;
+        } else if (cli_flag(argv[i], NULL, "--tiny")) {
+            o.tiny = 1;
+        } else {
+            return cli_usage_error(cmd, "unknown argument '%s'", argv[i]);
+        }
+    }
+    if (!o.out_dir) return cli_usage_error(cmd, "no output directory given (--out DIR)");
+    mope_error err = {0};
+    mope_prefbench_corpus_stats st;
+    fprintf(stderr, "building the PrefBench corpus in %s ...\n", o.out_dir);
+    if (mope_prefbench_corpus_build(&o, &st, &err) != 0) return cli_fail_err(cmd, &err, NULL);
+    fprintf(stderr, "concepts %d/%d/%d, prompts %ld/%ld/%ld, responses %ld/%ld/%ld (train/dev/test), %.1f s\n",
+            st.concepts[0], st.concepts[1], st.concepts[2], st.prompts[0], st.prompts[1], st.prompts[2],
+            st.responses[0], st.responses[1], st.responses[2], st.seconds);
+    return 0;
+}
+
+int cmd_prefbench(int argc, char **argv) {
+    if (argc < 2 || cli_is_help(argv[1])) {
+        fputs(HELP, argc < 2 ? stderr : stdout);
+        return argc < 2 ? CLI_EXIT_USAGE : 0;
+    }
+    if (strcmp(argv[1], "corpus") == 0) return corpus(argc - 1, argv + 1);
+    return cli_usage_error("prefbench", "unknown sub-command '%s' (expected: corpus)", argv[1]);
+}
