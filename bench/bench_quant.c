@@ -1,7 +1,11 @@
 /* Matrix-vector throughput of mope_vec_dot per weight type and ISA, against
  * the plain memory read bandwidth measured in the same process.
  *
- *   bench_quant [-t threads] [-mb megabytes] [-r repeats]
+ *   bench_quant [-t threads] [-mb megabytes] [-r repeats] [-b rows]
+ *
+ * -b B adds a table for a batch of B activation rows through the same
+ * matrix (best ISA): the multi-row kernel (mope_vec_dot_rows) against B
+ * single-row dots per weight row, both as a multiple of one row's time.
  *
  * (-mb 1 keeps the matrix in L2: then it measures kernel compute speed.)
  *
@@ -27,6 +31,8 @@ typedef struct {
     int64_t rows;
     float *out;
     mope_isa isa;
+    int batch;          /* activation rows of the batched jobs */
+    size_t x_stride;
     const uint8_t *buf; /* plain read */
     size_t buf_bytes;
     size_t hits;
@@ -38,6 +44,25 @@ static void matvec_job(void *ctx, int ith, int nth) {
     mope_split(j->rows, ith, nth, &lo, &hi);
     for (int64_t r = lo; r < hi; r++)
         mope_vec_dot_isa(j->isa, j->type, K, &j->out[r], j->w + (size_t)r * j->row_bytes, j->x);
+}
+
+static void multi_job(void *ctx, int ith, int nth) {
+    job *j = ctx;
+    int64_t lo, hi;
+    mope_split(j->rows, ith, nth, &lo, &hi);
+    for (int64_t r = lo; r < hi; r++)
+        mope_vec_dot_rows_isa(j->isa, j->type, K, j->batch, &j->out[r], j->rows, j->w + (size_t)r * j->row_bytes,
+                              j->x, j->x_stride);
+}
+
+static void loop_job(void *ctx, int ith, int nth) {
+    job *j = ctx;
+    int64_t lo, hi;
+    mope_split(j->rows, ith, nth, &lo, &hi);
+    for (int64_t r = lo; r < hi; r++)
+        for (int b = 0; b < j->batch; b++)
+            mope_vec_dot_isa(j->isa, j->type, K, &j->out[r + b * j->rows], j->w + (size_t)r * j->row_bytes,
+                             (const char *)j->x + (size_t)b * j->x_stride);
 }
 
 static void read_job(void *ctx, int ith, int nth) {
@@ -81,18 +106,19 @@ static double best_time(mope_pool *pool, mope_pool_fn fn, job *j, int reps) {
 }
 
 int main(int argc, char **argv) {
-    int threads = 1, reps = 3;
+    int threads = 1, reps = 3, batch = 0;
     size_t mb = 256;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "-t")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "-mb")) mb = (size_t)atol(argv[i + 1]);
         else if (!strcmp(argv[i], "-r")) reps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "-b")) batch = atoi(argv[i + 1]);
         else {
-            fprintf(stderr, "usage: %s [-t threads] [-mb megabytes] [-r repeats]\n", argv[0]);
+            fprintf(stderr, "usage: %s [-t threads] [-mb megabytes] [-r repeats] [-b rows]\n", argv[0]);
             return 2;
         }
     }
-    if (threads < 1 || reps < 1 || mb < 1) {
+    if (threads < 1 || reps < 1 || mb < 1 || batch < 0 || batch > 64) {
         fprintf(stderr, "bad arguments\n");
         return 2;
     }
@@ -106,8 +132,9 @@ int main(int argc, char **argv) {
     size_t bytes = mb << 20;
     uint8_t *buf = mope_alloc(bytes, 1);
     float *src = mope_alloc(64 * K, sizeof(float)), *xf = mope_alloc(K, sizeof(float));
-    float *out = mope_alloc(bytes / 100 + 64, sizeof(float));
-    void *xq = mope_alloc(K * 4, 1);
+    int nb = batch > 1 ? batch : 1;
+    float *out = mope_alloc((bytes / 100 + 64) * (size_t)nb, sizeof(float));
+    void *xq = mope_alloc((size_t)K * 4 * (size_t)nb, 1);
     if (!buf || !src || !xf || !out || !xq) {
         fprintf(stderr, "out of memory\n");
         return 1;
@@ -147,6 +174,32 @@ int main(int argc, char **argv) {
             double gbs = (double)rows * rb / tm / 1e9;
             printf("%-6s %-7s %9.2f %8.1f%% %10.2f\n", mope_type_name(type), mope_isa_name((mope_isa)isa), gbs,
                    100 * gbs / read_gbs, (double)rows * K / tm / 1e9);
+            fflush(stdout);
+        }
+    }
+    if (batch > 1) {
+        mope_isa isa = mope_quant_best_isa();
+        printf("\nbatch of %d activation rows (%s): time as a multiple of one row's\n", batch, mope_isa_name(isa));
+        printf("%-6s %12s %14s %10s\n", "type", "multi-row", "single-row x B", "ms/1 row");
+        const int btypes[] = {MOPE_TYPE_Q8_0, MOPE_TYPE_Q4_0, MOPE_TYPE_Q4_K, MOPE_TYPE_Q6_K, MOPE_TYPE_F16,
+                              MOPE_TYPE_F32};
+        for (size_t t = 0; t < sizeof btypes / sizeof *btypes; t++) {
+            int type = btypes[t];
+            size_t rb = mope_row_size(type, K);
+            int64_t rows = (int64_t)(bytes / rb);
+            if (rows > (int64_t)(bytes / 100 + 64)) rows = (int64_t)(bytes / 100 + 64);
+            for (int r = 0; r < 64; r++) mope_quantize_row(type, src + (size_t)r * K, buf + (size_t)r * rb, K);
+            for (int64_t r = 64; r < rows; r++) memcpy(buf + (size_t)r * rb, buf + (size_t)(r % 64) * rb, rb);
+            j.x_stride = mope_row_size(mope_type_get(type)->vec_dot_type, K);
+            for (int b = 0; b < batch; b++) {
+                for (int i = 0; i < K; i++) xf[i] = mope_rng_normal(&rng);
+                mope_quantize_act(type, xf, (char *)xq + (size_t)b * j.x_stride, K);
+            }
+            j.type = type, j.w = buf, j.x = xq, j.row_bytes = rb, j.rows = rows, j.isa = isa;
+            double t1 = best_time(pool, matvec_job, &j, reps);
+            j.batch = batch;
+            double tm = best_time(pool, multi_job, &j, reps), tl = best_time(pool, loop_job, &j, reps);
+            printf("%-6s %11.2fx %13.2fx %10.3f\n", mope_type_name(type), tm / t1, tl / t1, t1 * 1e3);
             fflush(stdout);
         }
     }

@@ -218,6 +218,38 @@ int mope_prefbench_utility(const mope_prefbench_labeler *lb, const char *answer,
                            const char *concept, const char *const *choices, int n_choices,
                            double *utility, mope_error *err);
 
+/* ==================================================================== */
+/* Recipe: `mope prefbench build` (src/prefbench/recipe*.c)              */
+/* Trains the whole PrefBench model zoo from scratch on the CPU: corpus, */
+/* tokenizer, base model (pretraining + Tulu-format SFT), six expert     */
+/* LoRA adapters, six reward models, reference responses, the sanity     */
+/* evaluation, bundle.json and MODEL_CARD.md (docs/PREFBENCH.md,         */
+/* "Recipe").  Each stage is skipped when its stamp (a hash of its       */
+/* options and of every earlier stage) matches and its outputs exist.    */
+/* ==================================================================== */
+
+typedef void (*mope_prefbench_log_fn)(void *user, const char *line);
+
+typedef struct mope_prefbench_recipe_opts {
+    const char *out_dir;      /* committed outputs; NULL: "models/prefbench" */
+    const char *work_dir;     /* intermediates; NULL: out_dir + ".work" */
+    const char *wordnet_dir;  /* NULL: MOPE_PREFBENCH_WORDNET_DIR */
+    uint64_t seed;            /* every seed derives from it; 0 = 1 */
+    int tiny;                 /* nonzero: micro version (tests, a few minutes) */
+    int n_threads;            /* <= 0: one per CPU */
+    int force;                /* rebuild every stage, ignoring stamps */
+    const char *until;        /* stop after this stage (NULL: all) */
+    int full_experts;         /* experts as fully fine-tuned models instead of LoRA */
+    mope_prefbench_log_fn log; /* progress lines (NULL: silent) */
+    void *log_user;
+} mope_prefbench_recipe_opts;
+
+/* Stage names in order (NULL past the end). */
+const char *mope_prefbench_recipe_stage(int i);
+
+int mope_prefbench_recipe_build(const mope_prefbench_recipe_opts *opts, mope_error *err);
+/* ==== end of recipe ================================================== */
+
 #ifdef __cplusplus
 }
 #endif

@@ -17,7 +17,9 @@
  * AVX-512 kernels exist for Q8_0, Q4_0 (256-bit VNNI), Q4_K, Q6_K (512-bit
  * AVX512-BW) and F32; the other types (F16 included: faster so on Zen 4)
  * use their AVX2 kernels under
- * MOPE_ISA_AVX512.  Dequantisation fast paths (AVX2, used by both SIMD ISAs):
+ * MOPE_ISA_AVX512.  F32, F16, Q8_0, Q4_0, Q4_K and Q6_K also have SIMD
+ * multi-row kernels (mope_vec_dot_rows), bit-identical per row to the
+ * single-row ones; other types and the scalar ISA loop the single-row one.  Dequantisation fast paths (AVX2, used by both SIMD ISAs):
  * F16, Q8_0, Q4_0, Q4_K, Q6_K, bit-identical to the scalar code.
  * Everything here is thread-safe; the ISA choice is made once, lazily.
  *
@@ -68,6 +70,15 @@ const char *mope_isa_name(mope_isa isa);
 void mope_vec_dot(int type, int64_t n, float *s, const void *w, const void *x);
 /* Same, forcing an ISA (tests compare every ISA with the scalar one). */
 void mope_vec_dot_isa(mope_isa isa, int type, int64_t n, float *s, const void *w, const void *x);
+/* Multi-row dot: s[r*lds] = dot(w, x_r) for r < nr, where activation row
+ * x_r starts ldx bytes after x_{r-1} (each converted by mope_quantize_act).
+ * One pass over the weight row serves every activation row: the SIMD
+ * kernels load and decode each weight block once and reuse it for up to 4
+ * rows at a time, so a batch of rows costs far less than one dot per row.
+ * Results equal the single-row kernel's up to float summation order. */
+void mope_vec_dot_rows(int type, int64_t n, int nr, float *s, int64_t lds, const void *w, const void *x, size_t ldx);
+void mope_vec_dot_rows_isa(mope_isa isa, int type, int64_t n, int nr, float *s, int64_t lds, const void *w,
+                           const void *x, size_t ldx);
 /* Convert an f32 activation row into the vec_dot_type of `type` (dst has
  * mope_row_size(vec_dot_type, n) bytes). */
 void mope_quantize_act(int type, const float *x, void *dst, int64_t n);

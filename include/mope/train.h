@@ -127,6 +127,86 @@ const float *mope_train_model_forward_hidden(mope_train_model *m, const int32_t 
                                              mope_error *err);
 int mope_train_model_backward_hidden(mope_train_model *m, const float *dhidden, mope_error *err);
 
+/* ---- LoRA (low-rank adapters), PEFT-style ----
+ * add_lora attaches, to every targeted linear W (out, in) of every layer,
+ * A (rank, in) and B (out, rank) in a flat adapter buffer of their own with
+ * its own gradients.  The adapted linear computes
+ *   y = W x + s B (A drop(x)),   s = alpha / rank  (1 when alpha == 0, as
+ *                                 llama.cpp reads such a file)
+ * A starts Kaiming-uniform like PEFT's (U(-1/sqrt(in), 1/sqrt(in)), from
+ * seed), B at zero, so the model's outputs are unchanged until training.
+ * While an adapter is attached, every base parameter is frozen: backward
+ * computes no base gradients (skipping those sgemms) but still passes the
+ * activation gradients through the frozen layers, and the optimiser
+ * (mope_train_trainer_*, mope_train_grad_norm, clip, zero_grad) works on
+ * the adapter buffer only ("the trainable buffer").  Attach the adapter
+ * before creating the trainer.  A value head stays frozen too.
+ * drop() is inverted dropout on the adapter input with probability dropout
+ * (0 = off), a fresh mask for every forward, reproducible from seed; set it
+ * to 0 (set_dropout) for evaluation passes.
+ * The output target needs an untied output.weight (a tied head is the
+ * embedding, whose llama.cpp adapter layout differs). */
+enum {
+    MOPE_LORA_Q = 1 << 0,
+    MOPE_LORA_K = 1 << 1,
+    MOPE_LORA_V = 1 << 2,
+    MOPE_LORA_O = 1 << 3,
+    MOPE_LORA_GATE = 1 << 4,
+    MOPE_LORA_UP = 1 << 5,
+    MOPE_LORA_DOWN = 1 << 6,
+    MOPE_LORA_OUTPUT = 1 << 7,
+    MOPE_LORA_ATTN = 0x0f,       /* q, k, v, o */
+    MOPE_LORA_ALL_LINEAR = 0x7f, /* every block linear (PEFT's "all-linear": not the output head) */
+};
+
+typedef struct mope_train_lora_info {
+    int rank;
+    float alpha, scale, dropout;
+    unsigned targets;   /* MOPE_LORA_* mask */
+    size_t n_params;    /* adapter floats (A and B of every adapted linear) */
+    int n_tensors;      /* two per adapted linear */
+} mope_train_lora_info;
+
+/* rank in [1, min(in, out) of every target]; alpha >= 0 finite; dropout in
+ * [0, 1); targets a non-empty subset of the mask bits.  Fails (MOPE_ESTATE)
+ * when an adapter is already attached. */
+int mope_train_model_add_lora(mope_train_model *m, int rank, float alpha, unsigned targets, float dropout,
+                              uint64_t seed, mope_error *err);
+bool mope_train_model_has_lora(const mope_train_model *m);
+/* 0 and *out filled when an adapter is attached, else MOPE_ESTATE. */
+int mope_train_model_lora_info(const mope_train_model *m, mope_train_lora_info *out, mope_error *err);
+int mope_train_model_lora_set_dropout(mope_train_model *m, float dropout, mope_error *err);
+/* The adapter tensors, named "<base name>.lora_a" / ".lora_b" with llama.cpp's
+ * shapes (lora_a ne = [in, rank], lora_b ne = [rank, out]), as slices of the
+ * adapter buffer.  NULL / 0 without an adapter. */
+int mope_train_model_lora_n_tensors(const mope_train_model *m);
+const mope_train_tensor *mope_train_model_lora_tensor(const mope_train_model *m, int i);
+float *mope_train_model_lora_params(mope_train_model *m);
+float *mope_train_model_lora_grads(mope_train_model *m);
+/* The buffer the optimiser updates: the adapter when attached, else all
+ * parameters (then identical to n_params / params / grads). */
+size_t mope_train_model_n_trainable(const mope_train_model *m);
+float *mope_train_model_trainable_params(mope_train_model *m);
+float *mope_train_model_trainable_grads(mope_train_model *m);
+/* W += s B A for every adapted W, then detaches the adapter (the model is
+ * fully trainable again). */
+int mope_train_model_lora_merge(mope_train_model *m, mope_error *err);
+/* Detaches and frees the adapter without merging; no-op without one. */
+void mope_train_model_lora_remove(mope_train_model *m);
+
+/* Adapter GGUF in llama.cpp's convention (GGUF_FACTS.md §1): keys
+ * general.architecture = "llama", general.type = "adapter", adapter.type =
+ * "lora", adapter.lora.alpha (f32), and the F32 tensors above.  Data is
+ * referenced as in model_to_gguf; w may be pre-filled by the caller. */
+int mope_train_model_lora_to_gguf(const mope_train_model *m, mope_gguf_writer *w, mope_error *err);
+int mope_train_model_lora_save(const mope_train_model *m, const char *path, mope_gguf_writer *w, mope_error *err);
+/* Attaches the adapter of such a file to m (which must have none): every
+ * tensor must be a .lora_a / .lora_b pair of a linear of m with matching
+ * shapes (F32, F16 or BF16), one rank throughout, and the same targets in
+ * every layer.  Dropout starts at 0. */
+int mope_train_model_lora_from_gguf(mope_train_model *m, const mope_gguf *g, mope_error *err);
+int mope_train_model_lora_load(mope_train_model *m, const char *path, mope_error *err);
+
 /* ---- AdamW ---- */
 typedef struct mope_adamw_config {
     float lr;            /* peak learning rate */
@@ -219,7 +299,11 @@ mope_train_model *mope_train_model_load(const char *path, int n_threads, mope_er
 
 /* Checkpoint = model file + AdamW moments (tensors mope.opt.m, mope.opt.v),
  * step, rng state and AdamW settings (keys mope.train.*), written
- * atomically; still loadable as a plain model.  w as in model_save. */
+ * atomically; still loadable as a plain model.  w as in model_save.
+ * With an adapter attached it also holds the adapter (tensors
+ * "mope.lora.<adapter tensor name>", keys mope.lora.*: rank, alpha,
+ * targets, dropout, seed and the dropout pass counter), the moments are
+ * those of the adapter buffer, and checkpoint_load re-attaches it. */
 int mope_train_checkpoint_save(const mope_trainer *tr, const char *path, mope_gguf_writer *w, mope_error *err);
 /* Resumes a checkpoint; c overrides the stored AdamW settings when non-NULL. */
 mope_trainer *mope_train_checkpoint_load(const char *path, int n_threads, const mope_adamw_config *c,

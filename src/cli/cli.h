@@ -21,6 +21,8 @@ int cmd_perplexity(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_model_init(int argc, char **argv);
 int cmd_prefbench(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_score(int argc, char **argv);
 
 /* Prints "mope CMD: error: ..." to stderr and returns CLI_EXIT_ERROR. */
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -55,18 +57,34 @@ char *cli_read_text(const char *cmd, const char *path, size_t *len);
  * use them. */
 typedef struct mope_model mope_model;
 typedef struct mope_tokenizer mope_tokenizer;
+typedef struct mope_lora mope_lora;
 typedef struct cli_model {
     mope_model *model;
     mope_tokenizer *tok; /* NULL when not requested */
     mope_pool *pool;
     int n_vocab;         /* the model's logits width */
     int n_ctx_train;
+    mope_lora *lora;     /* the attached adapter (several --lora combined), owned */
+    int adapter;         /* what rows pass as mope_row.adapter: -1 without --lora */
 } cli_model;
 
 /* Loads path; with want_tok also its tokenizer.  Prints errors itself and
  * returns CLI_EXIT_ERROR, 0 on success. */
 int cli_model_open(const char *cmd, const char *path, int n_threads, bool want_tok, cli_model *out);
 void cli_model_close(cli_model *m);
+
+/* --lora FILE[:SCALE], repeatable (at most CLI_MAX_LORA). */
+#define CLI_MAX_LORA 16
+/* Adds one --lora value to specs[*n]; prints a usage error and returns
+ * CLI_EXIT_USAGE when there are too many. */
+int cli_lora_push(const char *cmd, const char **specs, int *n, const char *value);
+/* Loads the adapters named by specs ("FILE" or "FILE:SCALE", scale 1 by
+ * default) for m's model and attaches them as one adapter (m->adapter):
+ * one file is attached at its scale; several are combined into one
+ * adapter whose update is the sum of scale_k x update_k (mope_lora_average,
+ * delta mode, the scales as weights).  Prints errors itself and returns
+ * CLI_EXIT_ERROR or CLI_EXIT_USAGE, 0 on success (also for n = 0). */
+int cli_model_add_loras(const char *cmd, cli_model *m, const char *const *specs, int n);
 
 /* Parses "ID ID ..." (spaces, tabs, newlines or commas between ids) into a
  * malloc'd array; each id must be in [0, n_vocab).  Prints the error itself

@@ -44,6 +44,9 @@ static const char *const HELP =
     "  --no-repeat-ngram N     never repeat an N-gram of the prompt or output; 0 = off\n"
     "                          (default 0)\n"
     "  --seed S                random seed (default 42); same seed, same output\n"
+    "  --lora FILE[:SCALE]     LoRA adapter GGUF for the model (llama.cpp's format),\n"
+    "                          applied at SCALE (default 1); repeatable: the\n"
+    "                          adapters' updates add up\n"
     "  -t, --threads N         threads (default: all CPUs)\n"
     "  -v, --verbose           print the chat template used, the prompt text and\n"
     "                          its token count to standard error first\n"
@@ -61,6 +64,8 @@ typedef struct {
     long long n_predict;
     int threads;
     mope_sampler_params sp;
+    const char *lora[CLI_MAX_LORA];
+    int n_lora;
 } gen_opts;
 
 static int parse(int argc, char **argv, gen_opts *o) {
@@ -123,6 +128,8 @@ static int parse(int argc, char **argv, gen_opts *o) {
             o->sp.seed = (uint64_t)iv;
         } else if ((r = cli_opt(cmd, argc, argv, &i, "-t", "--threads", &v))) {
             if (r < 0 || cli_parse_threads(cmd, v, &o->threads)) return CLI_EXIT_USAGE;
+        } else if ((r = cli_opt(cmd, argc, argv, &i, NULL, "--lora", &v))) {
+            if (r < 0 || cli_lora_push(cmd, o->lora, &o->n_lora, v)) return CLI_EXIT_USAGE;
         } else if (a[0] == '-') {
             return cli_usage_error(cmd, "unknown option '%s'", a);
         } else {
@@ -168,6 +175,11 @@ int cmd_generate(int argc, char **argv) {
     cli_model cm;
     if ((rc = cli_model_open(cmd, o.model, o.threads, true, &cm))) {
         mope_sampler_free(smp);
+        return rc;
+    }
+    if ((rc = cli_model_add_loras(cmd, &cm, o.lora, o.n_lora))) {
+        mope_sampler_free(smp);
+        cli_model_close(&cm);
         return rc;
     }
     int tmpl = -1;
@@ -234,7 +246,7 @@ int cmd_generate(int argc, char **argv) {
     for (int p0 = 0; p0 < n_prompt; p0 += PROMPT_BATCH) {
         int nb = n_prompt - p0 < PROMPT_BATCH ? n_prompt - p0 : PROMPT_BATCH;
         for (int j = 0; j < nb; j++)
-            rows[j] = (mope_row){.seq = 0, .token = hist[p0 + j], .pos = p0 + j, .adapter = -1,
+            rows[j] = (mope_row){.seq = 0, .token = hist[p0 + j], .pos = p0 + j, .adapter = cm.adapter,
                                  .want_logits = p0 + j == n_prompt - 1};
         if (mope_model_forward(cm.model, kv, rows, nb, logits, cm.pool, &err) != 0) {
             rc = cli_fail_err(cmd, &err, "evaluating the prompt");
@@ -272,7 +284,7 @@ int cmd_generate(int argc, char **argv) {
             why = "the model's context is full";
             break;
         }
-        mope_row row = {.seq = 0, .token = t, .pos = n_hist - 1, .adapter = -1, .want_logits = true};
+        mope_row row = {.seq = 0, .token = t, .pos = n_hist - 1, .adapter = cm.adapter, .want_logits = true};
         if (mope_model_forward(cm.model, kv, &row, 1, logits, cm.pool, &err) != 0) {
             rc = cli_fail_err(cmd, &err, "forward pass");
             break;

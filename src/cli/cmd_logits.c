@@ -24,6 +24,9 @@ static const char *const HELP =
     "  -o, --output OUT   output file (required)\n"
     "  --no-bos           with -p: do not prepend BOS\n"
     "  --special          with -p: parse control-token text (e.g. <|im_start|>)\n"
+    "  --lora FILE[:SCALE]  LoRA adapter GGUF for the model (llama.cpp's format),\n"
+    "                     applied at SCALE (default 1); repeatable: the adapters'\n"
+    "                     updates add up\n"
     "  -t, --threads N    threads (default: all CPUs)\n"
     "  -h, --help         show this help\n";
 
@@ -47,7 +50,8 @@ static void to_le(float *x, size_t n) {
 int cmd_logits(int argc, char **argv) {
     const char *cmd = "logits", *model = NULL, *prompt = NULL, *ids_s = NULL, *outp = NULL, *v = NULL;
     bool no_bos = false, special = false;
-    int threads = cli_default_threads();
+    int threads = cli_default_threads(), n_lora = 0;
+    const char *lora[CLI_MAX_LORA];
     for (int i = 1; i < argc; i++) {
         int r = 0;
         const char *a = argv[i];
@@ -68,6 +72,8 @@ int cmd_logits(int argc, char **argv) {
             outp = v;
         } else if ((r = cli_opt(cmd, argc, argv, &i, "-t", "--threads", &v))) {
             if (r < 0 || cli_parse_threads(cmd, v, &threads)) return CLI_EXIT_USAGE;
+        } else if ((r = cli_opt(cmd, argc, argv, &i, NULL, "--lora", &v))) {
+            if (r < 0 || cli_lora_push(cmd, lora, &n_lora, v)) return CLI_EXIT_USAGE;
         } else if (cli_flag(a, NULL, "--no-bos")) {
             no_bos = true;
         } else if (cli_flag(a, NULL, "--special")) {
@@ -85,6 +91,10 @@ int cmd_logits(int argc, char **argv) {
     cli_model cm;
     int rc = cli_model_open(cmd, model, threads, prompt != NULL, &cm);
     if (rc) return rc;
+    if ((rc = cli_model_add_loras(cmd, &cm, lora, n_lora))) {
+        cli_model_close(&cm);
+        return rc;
+    }
     mope_error err = {0};
     int32_t *ids = NULL;
     int n = 0;
@@ -127,7 +137,8 @@ int cmd_logits(int argc, char **argv) {
     for (int p0 = 0; p0 < n; p0 += batch) {
         int nb = n - p0 < batch ? n - p0 : batch;
         for (int j = 0; j < nb; j++)
-            rows[j] = (mope_row){.seq = 0, .token = ids[p0 + j], .pos = p0 + j, .adapter = -1, .want_logits = true};
+            rows[j] = (mope_row){.seq = 0, .token = ids[p0 + j], .pos = p0 + j, .adapter = cm.adapter,
+                                 .want_logits = true};
         if (mope_model_forward(cm.model, kv, rows, nb, logits, cm.pool, &err) != 0) {
             rc = cli_fail_err(cmd, &err, "forward pass");
             break;

@@ -7,6 +7,7 @@
 static const char *const HELP =
     "usage: mope prefbench corpus --out DIR [--wordnet DIR] [--seed S] [--max-concepts N]\n"
     "                             [--variants N] [--tiny]\n"
+    "       mope prefbench build [--tiny] [--out DIR] [options]   (mope prefbench build --help)\n"
     "\n"
     "Builds the PrefBench question-answer corpus from WordNet (Debian package\n"
     "wordnet-base): prompts in 16 phrasings per concept and answers in the neutral\n"
@@ -65,11 +66,93 @@ static int corpus(int argc, char **argv) {
     return 0;
 }
 
+static const char *const HELP_BUILD =
+    "usage: mope prefbench build [--tiny] [--out DIR] [--work DIR] [--seed S] [-t N]\n"
+    "                            [--until STAGE] [--force] [--full-experts] [--wordnet DIR]\n"
+    "\n"
+    "Trains the PrefBench model zoo from scratch: corpus, tokenizer, base model\n"
+    "(pretraining, then Tulu-format SFT), six expert LoRA adapters (P1A..P3B),\n"
+    "reward-model trunk, labeler-ranked pairs, six reward models, reference\n"
+    "responses, the sanity evaluation on held-out concepts, bundle.json and\n"
+    "MODEL_CARD.md.  Stages (in order): corpus data tokenizer base_lm base_sft\n"
+    "expert_P1A..expert_P3B rm_trunk samples rm_P1A..rm_P3B references eval.\n"
+    "A stage is skipped when its stamp (its options and every earlier stage's)\n"
+    "matches and its outputs exist, so an interrupted build resumes where it\n"
+    "stopped; long trainings also checkpoint inside their stage.  The time of\n"
+    "every stage is printed.\n"
+    "\n"
+    "options:\n"
+    "  --tiny                 micro version (300 concepts, tiny models; minutes)\n"
+    "  -o, --out DIR          outputs (default models/prefbench)\n"
+    "  --work DIR             intermediates (default OUT.work; not needed afterwards)\n"
+    "  --seed S               master seed (default 1)\n"
+    "  -t, --threads N        threads (default: all CPUs)\n"
+    "  --until STAGE          stop after this stage (corpus, data, tokenizer, base_lm,\n"
+    "                         base_sft, experts, rm_trunk, samples, rewards,\n"
+    "                         references, eval, bundle)\n"
+    "  --force                rebuild every stage\n"
+    "  --full-experts         experts as fully fine-tuned models instead of LoRA\n"
+    "  --wordnet DIR          WordNet database directory (default /usr/share/wordnet)\n"
+    "  -q, --quiet            no progress on standard error\n"
+    "  -h, --help             show this help\n";
+
+static void log_line(void *user, const char *line) {
+    (void)user;
+    fprintf(stderr, "%s\n", line);
+    fflush(stderr);
+}
+
+static int build(int argc, char **argv) {
+    const char *cmd = "prefbench build", *v = NULL;
+    mope_prefbench_recipe_opts o = {0};
+    o.seed = 1;
+    o.log = log_line;
+    long long x;
+    for (int i = 1; i < argc; i++) {
+        int r = 0;
+        if (cli_is_help(argv[i])) {
+            fputs(HELP_BUILD, stdout);
+            return 0;
+        } else if ((r = cli_opt(cmd, argc, argv, &i, "-o", "--out", &v))) {
+            if (r < 0) return CLI_EXIT_USAGE;
+            o.out_dir = v;
+        } else if ((r = cli_opt(cmd, argc, argv, &i, NULL, "--work", &v))) {
+            if (r < 0) return CLI_EXIT_USAGE;
+            o.work_dir = v;
+        } else if ((r = cli_opt(cmd, argc, argv, &i, NULL, "--wordnet", &v))) {
+            if (r < 0) return CLI_EXIT_USAGE;
+            o.wordnet_dir = v;
+        } else if ((r = cli_opt(cmd, argc, argv, &i, NULL, "--until", &v))) {
+            if (r < 0) return CLI_EXIT_USAGE;
+            o.until = v;
+        } else if ((r = cli_opt(cmd, argc, argv, &i, NULL, "--seed", &v))) {
+            if (r < 0 || cli_parse_int(cmd, "--seed", v, 1, INT64_MAX, &x) < 0) return CLI_EXIT_USAGE;
+            o.seed = (uint64_t)x;
+        } else if ((r = cli_opt(cmd, argc, argv, &i, "-t", "--threads", &v))) {
+            if (r < 0 || cli_parse_threads(cmd, v, &o.n_threads)) return CLI_EXIT_USAGE;
+        } else if (cli_flag(argv[i], NULL, "--tiny")) {
+            o.tiny = 1;
+        } else if (cli_flag(argv[i], NULL, "--force")) {
+            o.force = 1;
+        } else if (cli_flag(argv[i], NULL, "--full-experts")) {
+            o.full_experts = 1;
+        } else if (cli_flag(argv[i], "-q", "--quiet")) {
+            o.log = NULL;
+        } else {
+            return cli_usage_error(cmd, "unknown argument '%s'", argv[i]);
+        }
+    }
+    mope_error err = {0};
+    if (mope_prefbench_recipe_build(&o, &err) != 0) return cli_fail_err(cmd, &err, NULL);
+    return 0;
+}
+
 int cmd_prefbench(int argc, char **argv) {
     if (argc < 2 || cli_is_help(argv[1])) {
         fputs(HELP, argc < 2 ? stderr : stdout);
         return argc < 2 ? CLI_EXIT_USAGE : 0;
     }
     if (strcmp(argv[1], "corpus") == 0) return corpus(argc - 1, argv + 1);
-    return cli_usage_error("prefbench", "unknown sub-command '%s' (expected: corpus)", argv[1]);
+    if (strcmp(argv[1], "build") == 0) return build(argc - 1, argv + 1);
+    return cli_usage_error("prefbench", "unknown sub-command '%s' (expected: corpus, build)", argv[1]);
 }

@@ -75,7 +75,7 @@ typedef struct cli_train {
     mope_trainer_opts o;
     mope_train_config mc;
     bool set_dim, set_layers, set_heads, set_kv, set_ff, set_ctx, set_rope, untied, strict, quiet;
-    bool lr_given, min_lr_given;
+    bool lr_given, min_lr_given, beta_given, eval_given;
     int threads;
     FILE *logf;
     bool tty, open;
@@ -205,14 +205,14 @@ static int parse_args(cli_train *c, int argc, char **argv, const char *help_extr
         else if (OPT(NULL, "--grad-accum")) INT(1, 1 << 16, c->o.grad_accum);
         else if (OPT(NULL, "--warmup")) INT(0, INT64_MAX / 2, c->o.adamw.warmup_steps);
         else if (OPT(NULL, "--checkpoint-every")) INT(0, INT64_MAX / 2, c->o.checkpoint_every);
-        else if (OPT(NULL, "--eval-every")) INT(0, INT64_MAX / 2, c->o.eval_every);
+        else if (OPT(NULL, "--eval-every")) { INT(0, INT64_MAX / 2, c->o.eval_every); c->eval_given = true; }
         else if (OPT(NULL, "--seed")) INT(0, INT64_MAX, c->o.seed);
         else if (OPT(NULL, "--lr")) { FLT(0, 1e38, c->o.adamw.lr); c->lr_given = true; }
         else if (OPT(NULL, "--min-lr")) { FLT(0, 1e38, c->o.adamw.min_lr); c->min_lr_given = true; }
         else if (OPT(NULL, "--weight-decay")) FLT(0, 1e6, c->o.adamw.weight_decay);
         else if (OPT(NULL, "--clip")) FLT(0, 1e38, c->o.adamw.grad_clip);
-        else if (OPT(NULL, "--beta")) FLT(1e-6, 1e6, c->o.dpo_beta);
-        else if (OPT(NULL, "--eval-frac")) { if (r < 0 || cli_parse_float(cmd, a, v, 0, 0.9, &c->o.eval_frac)) return CLI_EXIT_USAGE; }
+        else if (OPT(NULL, "--beta")) { FLT(1e-6, 1e6, c->o.dpo_beta); c->beta_given = true; }
+        else if (OPT(NULL, "--eval-frac")) { if (r < 0 || cli_parse_float(cmd, a, v, 0, 0.9, &c->o.eval_frac)) return CLI_EXIT_USAGE; c->eval_given = true; }
         else if (OPT(NULL, "--dim")) { INT(1, 1 << 16, c->mc.n_embd); c->set_dim = true; }
         else if (OPT(NULL, "--layers")) { INT(1, 1024, c->mc.n_layer); c->set_layers = true; }
         else if (OPT(NULL, "--heads")) { INT(1, 1024, c->mc.n_head); c->set_heads = true; }
@@ -427,5 +427,13 @@ int cmd_train(int argc, char **argv) {
         return 0;
     }
     if (rc) return rc;
+    /* options of another sub-command are mistakes, not no-ops */
+    bool shape = c.set_dim || c.set_layers || c.set_heads || c.set_kv || c.set_ff || c.set_rope || c.untied || c.config;
+    bool chat = c.template_name || c.system || c.strict;
+    if (c.beta_given && kind != MOPE_TRAINER_DPO) return cli_usage_error(c.cmd, "--beta is for 'train dpo'");
+    if (c.eval_given && kind != MOPE_TRAINER_RM) return cli_usage_error(c.cmd, "--eval-frac/--eval-every are for 'train rm'");
+    if (kind == MOPE_TRAINER_LM && chat) return cli_usage_error(c.cmd, "--template/--system/--strict are for chat data");
+    if (shape && (kind == MOPE_TRAINER_SFT || kind == MOPE_TRAINER_DPO || c.model))
+        return cli_usage_error(c.cmd, "the model shape comes from --model; shape options are for new models");
     return run_sub(&c, (mope_trainer_kind)kind);
 }

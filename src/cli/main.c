@@ -17,6 +17,8 @@ static const command commands[] = {
     {"perplexity", cmd_perplexity, "measure a model's perplexity on a text file"},
     {"generate", cmd_generate, "generate text from a prompt"},
     {"model-init", cmd_model_init, "write a model with random weights"},
+    {"train", cmd_train, "train a tokenizer, language model, SFT/DPO model or reward model"},
+    {"score", cmd_score, "score prompt/response pairs with a reward model"},
     {"prefbench", cmd_prefbench, "build the PrefBench benchmark's data"},
 };
 

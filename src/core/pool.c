@@ -1,8 +1,20 @@
-/* A fork-join thread pool.  The caller is thread 0; workers wait for a new
- * generation number, run their share, and count themselves done.  Waiting
- * spins first (decode dispatches ~150 short jobs per token, and a futex wake
- * costs more than the job), then yields, then sleeps on a condition
- * variable so an idle pool costs no CPU. */
+/* A fork-join thread pool.  A job is the calls fn(ctx, ith, nth) for
+ * ith = 0..nth-1; each index is claimed from a shared counter, by the
+ * worker it was meant for or by any thread that is already done with its
+ * own.  So when the machine is oversubscribed (ctest -j, other processes)
+ * and a worker has not been scheduled yet, the caller runs its share instead
+ * of waiting a whole time slice for it: a job then costs about what the
+ * threads that are actually running can do.  The caller waits only for
+ * indices that were claimed and are still running.
+ *
+ * The generation number and the next unclaimed index share one 64-bit word,
+ * so a worker that wakes up late can never claim an index of a later job
+ * with the previous job's fn: its compare-and-swap fails once the
+ * generation has moved on.
+ *
+ * Waiting spins first (decode dispatches ~100 short jobs per token and a
+ * futex wake costs more than the job), then yields, then sleeps on a
+ * condition variable so an idle pool costs no CPU. */
 #include "mope/core.h"
 
 #include <pthread.h>
@@ -16,8 +28,8 @@ struct mope_pool {
     pthread_t *threads;
     mope_pool_fn fn;
     void *ctx;
-    atomic_uint gen;      /* bumped once per job */
-    atomic_int remaining; /* workers still running the current job */
+    _Atomic uint64_t state; /* generation << 32 | next unclaimed index */
+    atomic_int done;        /* indices of the current job finished */
     atomic_int stop;
     atomic_int sleepers;
     pthread_mutex_t mu;
@@ -30,39 +42,64 @@ typedef struct {
 } worker_arg;
 
 /* ~50 us of pausing covers the gap between two matmuls of a decode step;
- * after that, yield so an oversubscribed machine (ctest -j, other processes)
- * runs the thread we are waiting for instead of our spin loop. */
+ * after that, yield so an oversubscribed machine runs the thread we are
+ * waiting for instead of our spin loop. */
 enum { SPIN_ITERS = 1 << 11, YIELD_ITERS = 256 };
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+/* Claims the next index of generation gen; -1 once all are claimed or the
+ * pool has moved on to a later job. */
+static int claim(mope_pool *p, uint32_t gen) {
+    uint64_t s = atomic_load_explicit(&p->state, memory_order_acquire);
+    for (;;) {
+        if ((uint32_t)(s >> 32) != gen || (int)(uint32_t)s >= p->n) return -1;
+        if (atomic_compare_exchange_weak_explicit(&p->state, &s, s + 1, memory_order_acq_rel, memory_order_acquire))
+            return (int)(uint32_t)s;
+    }
+}
+
+/* Runs indices of generation gen until none is left.  fn and ctx are read
+ * only after a successful claim: the job cannot finish (and the caller
+ * cannot overwrite them) while one of its indices is claimed and unfinished. */
+static void run_claims(mope_pool *p, uint32_t gen) {
+    int i;
+    while ((i = claim(p, gen)) >= 0) {
+        p->fn(p->ctx, i, p->n);
+        atomic_fetch_add_explicit(&p->done, 1, memory_order_acq_rel);
+    }
+}
 
 static void *worker(void *arg) {
     worker_arg *wa = arg;
     mope_pool *p = wa->p;
-    int ith = wa->ith;
     free(wa);
-    unsigned seen = 0;
+    uint32_t seen = 0;
     for (;;) {
-        unsigned g;
+        uint32_t g;
         int spins = 0;
-        while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen &&
+        while ((g = (uint32_t)(atomic_load_explicit(&p->state, memory_order_acquire) >> 32)) == seen &&
                !atomic_load_explicit(&p->stop, memory_order_acquire)) {
             if (++spins < SPIN_ITERS) {
-#if defined(__x86_64__) || defined(__i386__)
-                __builtin_ia32_pause();
-#endif
+                cpu_relax();
             } else if (spins < SPIN_ITERS + YIELD_ITERS) {
                 sched_yield();
             } else {
                 pthread_mutex_lock(&p->mu);
                 atomic_fetch_add(&p->sleepers, 1);
-                while (atomic_load(&p->gen) == seen && !atomic_load(&p->stop)) pthread_cond_wait(&p->cv, &p->mu);
+                while ((uint32_t)(atomic_load(&p->state) >> 32) == seen && !atomic_load(&p->stop))
+                    pthread_cond_wait(&p->cv, &p->mu);
                 atomic_fetch_sub(&p->sleepers, 1);
                 pthread_mutex_unlock(&p->mu);
             }
         }
         if (atomic_load_explicit(&p->stop, memory_order_acquire)) return NULL;
         seen = g;
-        p->fn(p->ctx, ith, p->n);
-        atomic_fetch_sub_explicit(&p->remaining, 1, memory_order_acq_rel);
+        run_claims(p, g);
     }
 }
 
@@ -133,21 +170,22 @@ void mope_pool_run(mope_pool *p, mope_pool_fn fn, void *ctx) {
     }
     p->fn = fn;
     p->ctx = ctx;
-    atomic_store_explicit(&p->remaining, p->n - 1, memory_order_release);
-    atomic_fetch_add(&p->gen, 1); /* seq_cst: ordered before the sleepers load */
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    /* new generation with index 0 already claimed by the caller; seq_cst,
+     * so it is ordered before the sleepers load */
+    uint64_t s = atomic_load_explicit(&p->state, memory_order_relaxed);
+    uint32_t gen = (uint32_t)(s >> 32) + 1;
+    atomic_store(&p->state, (uint64_t)gen << 32 | 1u);
     if (atomic_load(&p->sleepers) > 0) {
         pthread_mutex_lock(&p->mu);
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
     }
     fn(ctx, 0, p->n);
-    for (int spins = 0; atomic_load_explicit(&p->remaining, memory_order_acquire) > 0; spins++) {
-        if (spins < SPIN_ITERS) {
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
-        } else {
-            sched_yield();
-        }
+    atomic_fetch_add_explicit(&p->done, 1, memory_order_acq_rel);
+    run_claims(p, gen); /* the shares of workers that have not started yet */
+    for (int spins = 0; atomic_load_explicit(&p->done, memory_order_acquire) < p->n; spins++) {
+        if (spins < SPIN_ITERS) cpu_relax();
+        else sched_yield();
     }
 }

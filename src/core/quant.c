@@ -184,6 +184,39 @@ void mope_vec_dot_isa(mope_isa isa, int type, int64_t n, float *s, const void *w
     k->dot[type](n, s, w, x);
 }
 
+static void dot_rows(const mope_quant_kernels *k, int type, int64_t n, int nr, float *s, int64_t lds,
+                     const void *w, const void *x, size_t ldx) {
+    if (type < 0 || type >= MOPE_TYPE_COUNT || !k->dot[type]) {
+        for (int r = 0; r < nr; r++) s[r * lds] = 0;
+        return;
+    }
+    const char *xr = x;
+    mope_vec_dot_multi_fn multi = k->dot_multi[type];
+    int r = 0;
+    if (multi) {
+        /* full chunks first, then one call for the 2..3 left (a lone row
+         * goes to the single-row kernel, which has more independent chains) */
+        for (; nr - r >= 2; r += MOPE_DOT_MULTI) {
+            int c = nr - r < MOPE_DOT_MULTI ? nr - r : MOPE_DOT_MULTI;
+            multi(n, c, s + r * lds, lds, w, xr + (size_t)r * ldx, ldx);
+            if (c < MOPE_DOT_MULTI) {
+                r += c;
+                break;
+            }
+        }
+    }
+    for (; r < nr; r++) k->dot[type](n, s + r * lds, w, xr + (size_t)r * ldx);
+}
+
+void mope_vec_dot_rows(int type, int64_t n, int nr, float *s, int64_t lds, const void *w, const void *x, size_t ldx) {
+    dot_rows(kern(), type, n, nr, s, lds, w, x, ldx);
+}
+
+void mope_vec_dot_rows_isa(mope_isa isa, int type, int64_t n, int nr, float *s, int64_t lds, const void *w,
+                           const void *x, size_t ldx) {
+    dot_rows(kern_isa(isa), type, n, nr, s, lds, w, x, ldx);
+}
+
 float mope_dot_f32(const float *a, const float *b, int64_t n) { return kern()->dot_f32(a, b, n); }
 
 void mope_axpy_f32(float *y, float a, const float *x, int64_t n) { kern()->axpy_f32(y, a, x, n); }

@@ -31,17 +31,6 @@ static inline __m256 dot_i8x32(__m256i w, __m256i x) {
     return _mm256_cvtepi32_ps(_mm256_madd_epi16(p, _mm256_set1_epi16(1)));
 }
 
-/* dw*dx of four consecutive blocks (both sides start with their f16 d), with
- * one conversion; lane k is (float)dw_k * (float)dx_k, as the scalar code. */
-#define SCALES4(a, b, i)                                                                              \
-    scales4_(_mm_setr_epi16((short)(a)[(i)].d, (short)(a)[(i) + 1].d, (short)(a)[(i) + 2].d,         \
-                            (short)(a)[(i) + 3].d, (short)(b)[(i)].d, (short)(b)[(i) + 1].d,         \
-                            (short)(b)[(i) + 2].d, (short)(b)[(i) + 3].d))
-static inline __m256 scales4_(__m128i h) {
-    __m256 f = _mm256_cvtph_ps(h);
-    return _mm256_castps128_ps256(_mm_mul_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1)));
-}
-static inline __m256 lane(__m256 v, int k) { return _mm256_permutevar8x32_ps(v, _mm256_set1_epi32(k)); }
 
 /* 16 packed nibble bytes -> 32 bytes: low nibbles first, then high (one
  * broadcast load, the high lane shifted by 4). */
@@ -80,25 +69,8 @@ static void avx2_axpy_f32(float *y, float a, const float *x, int64_t n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
-static void dot_f32(int64_t n, float *s, const void *w, const void *x) { *s = avx2_dot_f32(w, x, n); }
-
 static inline __m256 ld_f16(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
 
-static void dot_f16(int64_t n, float *s, const void *w, const void *x) {
-    const uint16_t *a = w, *b = x;
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        s0 = _mm256_fmadd_ps(ld_f16(a + i), ld_f16(b + i), s0);
-        s1 = _mm256_fmadd_ps(ld_f16(a + i + 8), ld_f16(b + i + 8), s1);
-        s2 = _mm256_fmadd_ps(ld_f16(a + i + 16), ld_f16(b + i + 16), s2);
-        s3 = _mm256_fmadd_ps(ld_f16(a + i + 24), ld_f16(b + i + 24), s3);
-    }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(ld_f16(a + i), ld_f16(b + i), s0);
-    float r = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; i < n; i++) r += h2f(a[i]) * h2f(b[i]);
-    *s = r;
-}
 
 static inline __m256 ld_bf16(const uint16_t *p) {
     __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
@@ -122,41 +94,7 @@ static void dot_bf16(int64_t n, float *s, const void *w, const void *x) {
 
 /* -------------------------------------------------------- 32-blocks x Q8_0 */
 
-static void dot_q8_0(int64_t n, float *s, const void *w, const void *x) {
-    const blk_q8_0 *a = w, *b = x;
-    int64_t nb = n / QK, i = 0;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-#define Q8_DOT(k) dot_i8x32(_mm256_loadu_si256((const __m256i *)a[i + k].qs), _mm256_loadu_si256((const __m256i *)b[i + k].qs))
-    for (; i + 4 <= nb; i += 4) {
-        __m256 d = SCALES4(a, b, i);
-        acc0 = _mm256_fmadd_ps(lane(d, 0), Q8_DOT(0), acc0);
-        acc1 = _mm256_fmadd_ps(lane(d, 1), Q8_DOT(1), acc1);
-        acc2 = _mm256_fmadd_ps(lane(d, 2), Q8_DOT(2), acc2);
-        acc3 = _mm256_fmadd_ps(lane(d, 3), Q8_DOT(3), acc3);
-    }
-    for (; i < nb; i++) acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(a[i].d) * h2f(b[i].d)), Q8_DOT(0), acc0);
-#undef Q8_DOT
-    *s = hsum8(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
-}
 
-static void dot_q4_0(int64_t n, float *s, const void *w, const void *x) {
-    const blk_q4_0 *a = w;
-    const blk_q8_0 *b = x;
-    int64_t nb = n / QK, i = 0;
-    const __m256i eight = _mm256_set1_epi8(8);
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
-#define Q4_DOT(k) dot_i8x32(_mm256_sub_epi8(nibbles32(a[i + k].qs), eight), _mm256_loadu_si256((const __m256i *)b[i + k].qs))
-    for (; i + 4 <= nb; i += 4) {
-        __m256 d = SCALES4(a, b, i);
-        acc0 = _mm256_fmadd_ps(lane(d, 0), Q4_DOT(0), acc0);
-        acc1 = _mm256_fmadd_ps(lane(d, 1), Q4_DOT(1), acc1);
-        acc2 = _mm256_fmadd_ps(lane(d, 2), Q4_DOT(2), acc2);
-        acc3 = _mm256_fmadd_ps(lane(d, 3), Q4_DOT(3), acc3);
-    }
-    for (; i < nb; i++) acc0 = _mm256_fmadd_ps(_mm256_set1_ps(h2f(a[i].d) * h2f(b[i].d)), Q4_DOT(0), acc0);
-#undef Q4_DOT
-    *s = hsum8(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
-}
 
 static void dot_q4_1(int64_t n, float *s, const void *w, const void *x) {
     const blk_q4_1 *a = w;
@@ -225,33 +163,6 @@ static inline __m128i k_min_sums(const int16_t bsums[16], const uint8_t m[8]) {
     return _mm_madd_epi16(per_sub, _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)m)));
 }
 
-static void dot_q4_K(int64_t n, float *s, const void *w, const void *x) {
-    const blk_q4_K *a = w;
-    const blk_q8_K *b = x;
-    const __m256i low4 = _mm256_set1_epi8(15);
-    __m256 acc = _mm256_setzero_ps();
-    __m128 accm = _mm_setzero_ps();
-    for (int64_t i = 0; i < n / QKK; i++) {
-        uint8_t sc[8], m[8];
-        mope_k_scales(a[i].scales, sc, m);
-        float dx = b[i].d;
-        accm = _mm_fmadd_ps(_mm_set1_ps(h2f(a[i].dmin) * dx), _mm_cvtepi32_ps(k_min_sums(b[i].bsums, m)), accm);
-        __m256i sumi = _mm256_setzero_si256(), scv = k_scale_vec(sc);
-        const uint8_t *q = a[i].qs;
-        const int8_t *qx = b[i].qs;
-        for (int c = 0; c < 4; c++, q += 32, qx += 64) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)q);
-            __m256i lo = _mm256_and_si256(v, low4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-            __m256i p0 = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)qx));
-            __m256i p1 = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(qx + 32)));
-            p0 = _mm256_madd_epi16(p0, K_SC(scv, 2 * c));
-            p1 = _mm256_madd_epi16(p1, K_SC(scv, 2 * c + 1));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(a[i].d) * dx), _mm256_cvtepi32_ps(sumi), acc);
-    }
-    *s = hsum8(acc) - hsum4(accm);
-}
 
 static void dot_q5_K(int64_t n, float *s, const void *w, const void *x) {
     const blk_q5_K *a = w;
@@ -301,35 +212,6 @@ static inline void q6_quarters(const uint8_t *L, const uint8_t *H, __m256i q[4])
                            _mm256_and_si256(_mm256_srli_epi16(h, 2), hmask));
 }
 
-static void dot_q6_K(int64_t n, float *s, const void *w, const void *x) {
-    const blk_q6_K *a = w;
-    const blk_q8_K *b = x;
-    /* byte pattern: scale a eight times then scale a+1 eight times, so that
-     * cvtepi8_epi16 puts scale a in the low 128-bit lane, a+1 in the high. */
-    __m128i pair[8];
-    for (int k = 0; k < 8; k++)
-        pair[k] = _mm_or_si128(_mm_set1_epi8((char)(2 * k)),
-                               _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < n / QKK; i++) {
-        __m128i sc8 = _mm_loadu_si128((const __m128i *)a[i].scales);
-        /* the -32 offset: 32 * sum_j sc_j * bsums_j, subtracted once */
-        __m256i corr = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)b[i].bsums), _mm256_cvtepi8_epi16(sc8));
-        __m256i sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(corr, 5));
-        for (int h = 0; h < 2; h++) {
-            __m256i q[4];
-            q6_quarters(a[i].ql + 64 * h, a[i].qh + 32 * h, q);
-            const int8_t *qx = b[i].qs + 128 * h;
-            for (int k = 0; k < 4; k++) {
-                __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)(qx + 32 * k)));
-                __m256i scv = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, pair[4 * h + k]));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scv));
-            }
-        }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(a[i].d) * b[i].d), _mm256_cvtepi32_ps(sumi), acc);
-    }
-    *s = hsum8(acc);
-}
 
 /* ------------------------------------------------- dequantise fast paths */
 
@@ -504,16 +386,10 @@ void mope_quant_fill_avx2(mope_quant_kernels *k) {
     k->quant_act[MOPE_TYPE_Q8_0] = act_q8_0;
     k->quant_act[MOPE_TYPE_Q8_K] = act_q8_K;
     k->quant_act[MOPE_TYPE_F16] = act_f16;
-    k->dot[MOPE_TYPE_F32] = dot_f32;
-    k->dot[MOPE_TYPE_F16] = dot_f16;
     k->dot[MOPE_TYPE_BF16] = dot_bf16;
-    k->dot[MOPE_TYPE_Q8_0] = dot_q8_0;
-    k->dot[MOPE_TYPE_Q4_0] = dot_q4_0;
     k->dot[MOPE_TYPE_Q4_1] = dot_q4_1;
     k->dot[MOPE_TYPE_Q5_0] = dot_q5_0;
-    k->dot[MOPE_TYPE_Q4_K] = dot_q4_K;
     k->dot[MOPE_TYPE_Q5_K] = dot_q5_K;
-    k->dot[MOPE_TYPE_Q6_K] = dot_q6_K;
     k->dequant[MOPE_TYPE_F16] = deq_f16;
     k->dequant[MOPE_TYPE_Q8_0] = deq_q8_0;
     k->dequant[MOPE_TYPE_Q4_0] = deq_q4_0;
@@ -521,4 +397,6 @@ void mope_quant_fill_avx2(mope_quant_kernels *k) {
     k->dequant[MOPE_TYPE_Q6_K] = deq_q6_K;
     k->dot_f32 = avx2_dot_f32;
     k->axpy_f32 = avx2_axpy_f32;
+    /* F32, F16, Q8_0, Q4_0, Q4_K, Q6_K: single- and multi-row kernels */
+    mope_quant_fill_multi_avx2(k);
 }

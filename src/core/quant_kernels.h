@@ -30,9 +30,19 @@ _Static_assert(sizeof(blk_q8_K) == 292, "q8_K layout");
 typedef void (*mope_vec_dot_fn)(int64_t n, float *s, const void *w, const void *x);
 typedef void (*mope_dequant_fn)(const void *src, float *dst, int64_t n);
 typedef void (*mope_quant_fn)(const float *src, void *dst, int64_t n);
+/* s[r*lds] = dot(w, x + r*ldx bytes) for r < nr, 2 <= nr <= MOPE_DOT_MULTI:
+ * the weight row is loaded and decoded once for all nr activation rows. */
+typedef void (*mope_vec_dot_multi_fn)(int64_t n, int nr, float *s, int64_t lds, const void *w, const void *x,
+                                      size_t ldx);
+
+/* Activation rows one multi-row kernel call takes; more rows go in chunks
+ * (the weight row is then in L1 for the later chunks).  Four keeps the
+ * per-row accumulators of the K-quant kernels within 16 ymm registers. */
+#define MOPE_DOT_MULTI 4
 
 typedef struct mope_quant_kernels {
     mope_vec_dot_fn dot[MOPE_TYPE_COUNT];
+    mope_vec_dot_multi_fn dot_multi[MOPE_TYPE_COUNT]; /* NULL: the dispatcher loops over dot */
     mope_dequant_fn dequant[MOPE_TYPE_COUNT];
     mope_quant_fn quant_act[MOPE_TYPE_COUNT]; /* activation quantisers, bit-identical to the scalar ones */
     float (*dot_f32)(const float *a, const float *b, int64_t n);
@@ -44,6 +54,9 @@ typedef struct mope_quant_kernels {
 void mope_quant_fill_ref(mope_quant_kernels *k);
 void mope_quant_fill_avx2(mope_quant_kernels *k);
 void mope_quant_fill_avx512(mope_quant_kernels *k);
+/* Multi-row kernels (quant_multi_*.c), called by the fills above. */
+void mope_quant_fill_multi_avx2(mope_quant_kernels *k);
+void mope_quant_fill_multi_avx512(mope_quant_kernels *k);
 
 /* Scalar quantisers (quant_ref.c); n is a multiple of the block size. */
 extern const mope_quant_fn mope_quant_ref_quantize[MOPE_TYPE_COUNT];

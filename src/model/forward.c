@@ -1,6 +1,6 @@
 /* The batched forward pass: every layer runs its matmuls once for all rows,
  * then each row attends over its own sequence in the KV cache. */
-#include "model/model_internal.h"
+#include "model/lora_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -143,9 +143,13 @@ static int check_rows(const mope_model *m, mope_kv *kv, const mope_row *rows, in
         if (row->token < 0 || row->token >= hp->n_vocab)
             return mope_error_set(err, MOPE_EINVAL, "row %d: token %d out of range (vocabulary of %d)", r,
                                   (int)row->token, hp->n_vocab);
-        if (row->adapter != -1)
-            return mope_error_set(err, MOPE_EUNSUPPORTED, "row %d: adapter %d, but no adapters are attached", r,
-                                  row->adapter);
+        if (row->adapter != -1 && !mope_lora_id_valid(m, row->adapter)) {
+            if (mope_model_n_adapters(m) == 0)
+                return mope_error_set(err, MOPE_EUNSUPPORTED, "row %d: adapter %d, but no adapters are attached", r,
+                                      row->adapter);
+            return mope_error_set(err, MOPE_EINVAL, "row %d: adapter %d is not attached (%d adapter ids handed out)",
+                                  r, row->adapter, mope_model_n_adapters(m));
+        }
         kv->next[row->seq] = kv->len[row->seq];
     }
     *n_want = 0;
@@ -180,6 +184,10 @@ int mope_model_forward_ex(mope_model *m, mope_kv *kv, const mope_row *rows, int 
     mope_scratch *s = &m->s;
     int64_t E = hp->n_embd, QD = (int64_t)hp->n_head * hp->head_dim, KD = (int64_t)hp->n_head_kv * hp->head_dim;
     int64_t F = hp->n_ff;
+    int *idx = s->want_idx; /* rows that want output, in order */
+    for (int r = 0, w = 0; r < n_rows; r++)
+        if (rows[r].want_logits) idx[w++] = r;
+    if ((rc = mope_lora_prepare(m, rows, n_rows, idx, n_want, err))) return rc;
 
     for (int r = 0; r < n_rows; r++) {
         const mope_wmat *te = &m->tok_embd;
@@ -191,6 +199,7 @@ int mope_model_forward_ex(mope_model *m, mope_kv *kv, const mope_row *rows, int 
             cs[2 * i + 1] = (float)sin(th);
         }
     }
+    mope_lora_embed(m, rows, n_rows, s->x);
 
     int64_t attn_work = 0; /* multiply-adds of attention per layer */
     for (int r = 0; r < n_rows; r++) attn_work += (int64_t)(rows[r].pos + 1) * 2 * QD;
@@ -204,12 +213,14 @@ int mope_model_forward_ex(mope_model *m, mope_kv *kv, const mope_row *rows, int 
         float *qkv_out[3] = {s->q, s->k, s->v};
         const int64_t qkv_ld[3] = {QD, KD, KD};
         if ((rc = mope_matmul_n(m, 3, qkv, s->xn, E, n_rows, qkv_out, qkv_ld, pool, err))) return rc;
+        for (int j = 0; j < 3; j++) mope_lora_apply(m, lora_slot(il, LORA_Q + j), false, s->xn, E, qkv_out[j], qkv_ld[j], pool);
         c.op = OP_POST_QKV, c.width = QD;
         run_rows(&c, pool);
         c.op = OP_ATTN;
         if (attn_work < 65536) row_job(&c, 0, 1); /* short contexts: cheaper than a dispatch */
         else run(pool, row_job, &c);
         if ((rc = mope_matmul(m, &L->wo, s->att, QD, n_rows, s->xn, E, pool, err))) return rc;
+        mope_lora_apply(m, lora_slot(il, LORA_O), false, s->att, QD, s->xn, E, pool);
         c.op = OP_ADD, c.src = s->xn, c.dst = s->x, c.width = E;
         run_rows(&c, pool);
 
@@ -219,9 +230,11 @@ int mope_model_forward_ex(mope_model *m, mope_kv *kv, const mope_row *rows, int 
         float *gu_out[2] = {s->ff_gate, s->ff_up};
         const int64_t gu_ld[2] = {F, F};
         if ((rc = mope_matmul_n(m, 2, gu, s->xn, E, n_rows, gu_out, gu_ld, pool, err))) return rc;
+        for (int j = 0; j < 2; j++) mope_lora_apply(m, lora_slot(il, LORA_GATE + j), false, s->xn, E, gu_out[j], F, pool);
         c.op = OP_SWIGLU, c.width = F;
         run_rows(&c, pool);
         if ((rc = mope_matmul(m, &L->down, s->ff_gate, F, n_rows, s->xn, E, pool, err))) return rc;
+        mope_lora_apply(m, lora_slot(il, LORA_DOWN), false, s->ff_gate, F, s->xn, E, pool);
         c.op = OP_ADD, c.src = s->xn, c.dst = s->x, c.width = E;
         run_rows(&c, pool);
     }
@@ -229,13 +242,13 @@ int mope_model_forward_ex(mope_model *m, mope_kv *kv, const mope_row *rows, int 
 
     if (n_want == 0) return 0;
     /* only the rows that want output go through output_norm and the output matrix */
-    int *idx = s->want_idx, w = 0;
-    for (int r = 0; r < n_rows; r++)
-        if (rows[r].want_logits) idx[w++] = r;
     c.op = OP_NORM, c.norm_w = m->output_norm, c.src = s->x, c.dst = s->hid, c.idx = idx, c.width = E, c.n = n_want;
     run_rows(&c, pool);
     if (hidden_out) memcpy(hidden_out, s->hid, sizeof(float) * (size_t)(n_want * E));
-    if (logits_out) return mope_matmul(m, &m->output, s->hid, E, n_want, logits_out, hp->n_vocab, pool, err);
+    if (logits_out) {
+        if ((rc = mope_matmul(m, &m->output, s->hid, E, n_want, logits_out, hp->n_vocab, pool, err))) return rc;
+        mope_lora_apply(m, lora_slot_output(hp), true, s->hid, E, logits_out, hp->n_vocab, pool);
+    }
     return 0;
 }
 

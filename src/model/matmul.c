@@ -3,7 +3,8 @@
  * Small batches (decode) are memory-bound: each activation row is quantised
  * once to the weight type's vec_dot type, then the weight rows are split
  * over the threads and every weight row is dotted with all activation rows
- * while it is in L1, so the weights stream from memory exactly once.
+ * by the multi-row kernel (each weight block loaded and decoded once for up
+ * to 4 rows, then reused from L1), so the weights stream from memory once.
  * Large batches (prefill) are compute-bound: tiles of weight rows are
  * dequantised to f32 (per thread, L2-sized) and multiplied with OpenBLAS
  * sgemm, each pool thread on its own tiles with OpenBLAS set to a single
@@ -151,9 +152,9 @@ static void vecdot_rows(mm_ctx *c, int k, int64_t lo, int64_t hi, int ith) {
     float *y = c->y[k];
     int64_t ldy = c->ldy[k];
     const char *wrow = (const char *)w->data + (size_t)lo * w->row_bytes;
+    /* the multi-row kernel decodes each weight block once for all rows */
     for (int64_t j = lo; j < hi; j++, wrow += w->row_bytes)
-        for (int i = 0; i < c->n; i++)
-            mope_vec_dot(w->type, w->ne0, &y[i * ldy + j], wrow, c->xq + (size_t)i * c->xq_stride);
+        mope_vec_dot_rows(w->type, w->ne0, c->n, &y[j], ldy, wrow, c->xq, c->xq_stride);
 }
 
 static void vecdot_job(void *arg, int ith, int nth) {

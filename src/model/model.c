@@ -1,6 +1,6 @@
 /* Model loading: hyper-parameters from GGUF keys, weight tensors checked for
  * presence, shape and type, then used in place in the mapping. */
-#include "model/model_internal.h"
+#include "model/lora_internal.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -369,6 +369,7 @@ void mope_model_free(mope_model *m) {
     mope_free(m->output_norm);
     free(m->inv_freq);
     mope_scratch_free(&m->s);
+    mope_lora_set_free(m->lora);
     if (m->own_g) mope_gguf_close(m->g);
     free(m);
 }

@@ -46,6 +46,7 @@ struct mope_model {
     double *inv_freq;    /* n_rot/2 RoPE frequencies (times freq_scale) */
     int gemm_min_rows;   /* > 0: batches of at least this many rows use sgemm; 0: by type */
     mope_scratch s;
+    struct mope_lora_set *lora; /* attached LoRA adapters (src/model/lora_attach.c); NULL = none */
 };
 
 struct mope_kv {

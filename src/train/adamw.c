@@ -93,19 +93,24 @@ static void scale_job(void *ctx, int ith, int nth) {
 }
 
 double mope_train_grad_norm(mope_train_model *m) {
-    size_t n_chunks = (m->n_params + NORM_CHUNK - 1) / NORM_CHUNK;
+    const mope_train_tensor *tt;
+    int nt;
+    float *gp, *gg;
+    size_t np;
+    tm_trainable(m, &tt, &nt, &gp, &gg, &np);
+    size_t n_chunks = (np + NORM_CHUNK - 1) / NORM_CHUNK;
     double stackpart[64], *part = n_chunks <= 64 ? stackpart : malloc(n_chunks * sizeof(double));
     if (!part) { /* serial fallback, same order */
         double s = 0;
         for (size_t ch = 0; ch < n_chunks; ch++) {
             double cs = 0;
-            size_t a = ch * NORM_CHUNK, b = a + NORM_CHUNK < m->n_params ? a + NORM_CHUNK : m->n_params;
-            for (size_t i = a; i < b; i++) cs += (double)m->grads[i] * m->grads[i];
+            size_t a = ch * NORM_CHUNK, b = a + NORM_CHUNK < np ? a + NORM_CHUNK : np;
+            for (size_t i = a; i < b; i++) cs += (double)gg[i] * gg[i];
             s += cs;
         }
         return sqrt(s);
     }
-    norm_job j = {.g = m->grads, .n = m->n_params, .n_chunks = n_chunks, .part = part};
+    norm_job j = {.g = gg, .n = np, .n_chunks = n_chunks, .part = part};
     mope_pool_run(m->pool, sumsq_job, &j);
     double s = 0;
     for (size_t ch = 0; ch < n_chunks; ch++) s += part[ch];
@@ -116,7 +121,8 @@ double mope_train_grad_norm(mope_train_model *m) {
 double mope_train_clip_grads(mope_train_model *m, double max_norm) {
     double norm = mope_train_grad_norm(m);
     if (max_norm > 0 && norm > max_norm && isfinite(norm)) {
-        norm_job j = {.gw = m->grads, .n = m->n_params, .factor = (float)(max_norm / norm)};
+        norm_job j = {.gw = mope_train_model_trainable_grads(m), .n = mope_train_model_n_trainable(m),
+                      .factor = (float)(max_norm / norm)};
         mope_pool_run(m->pool, scale_job, &j);
     }
     return norm;
@@ -138,11 +144,14 @@ mope_trainer *mope_train_trainer_new(mope_train_model *model, const mope_adamw_c
     if (tr) {
         tr->model = model;
         tr->cfg = *c;
-        tr->m = mope_alloc(model->n_params, sizeof(float));
-        tr->v = mope_alloc(model->n_params, sizeof(float));
+        /* the trainable buffer: the adapter when one is attached */
+        tr->n_opt = mope_train_model_n_trainable(model);
+        tr->m = mope_alloc(tr->n_opt, sizeof(float));
+        tr->v = mope_alloc(tr->n_opt, sizeof(float));
     }
     if (!tr || !tr->m || !tr->v) {
-        mope_error_set(err, MOPE_ENOMEM, "cannot allocate AdamW state for %zu parameters", model->n_params);
+        mope_error_set(err, MOPE_ENOMEM, "cannot allocate AdamW state for %zu parameters",
+                       mope_train_model_n_trainable(model));
         if (tr) mope_train_trainer_free(tr);
         else mope_train_model_free(model);
         return NULL;
@@ -174,19 +183,30 @@ typedef struct {
 static void update_job_fn(void *ctx, int ith, int nth) {
     update_job *j = ctx;
     mope_trainer *tr = j->tr;
-    mope_train_model *m = tr->model;
-    for (int i = 0; i < m->n_tensors; i++) {
-        const mope_train_tensor *t = &m->tensors[i];
+    const mope_train_tensor *tt;
+    int nt;
+    float *p, *g;
+    size_t np;
+    tm_trainable(tr->model, &tt, &nt, &p, &g, &np);
+    for (int i = 0; i < nt; i++) {
+        const mope_train_tensor *t = &tt[i];
         int64_t lo, hi;
         mope_split((int64_t)t->n, ith, nth, &lo, &hi);
         size_t o = t->offset + (size_t)lo;
-        mope_train_adamw_update(m->params + o, m->grads + o, tr->m + o, tr->v + o, (size_t)(hi - lo), j->lr, &tr->cfg,
-                                t->decay, tr->step + 1);
+        mope_train_adamw_update(p + o, g + o, tr->m + o, tr->v + o, (size_t)(hi - lo), j->lr, &tr->cfg, t->decay,
+                                tr->step + 1);
     }
 }
 
 int mope_train_apply(mope_trainer *tr, mope_train_stats *st, mope_error *err) {
     mope_train_model *m = tr->model;
+    if (mope_train_model_n_trainable(m) != tr->n_opt) {
+        mope_train_model_zero_grad(m);
+        return mope_error_set(err, MOPE_ESTATE,
+                              "the trainable buffer changed (%zu floats, the optimiser holds %zu): attach or detach a "
+                              "LoRA adapter before creating the trainer",
+                              mope_train_model_n_trainable(m), tr->n_opt);
+    }
     double norm = mope_train_clip_grads(m, tr->cfg.grad_clip);
     if (!isfinite(norm)) {
         mope_train_model_zero_grad(m);

@@ -28,7 +28,8 @@ void tl_linear_bwd(float *din, float *dW, const float *dout, const float *in, co
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, NI, NO, 1.0f, dout, NO, W, NI, din_acc ? 1.0f : 0.0f,
                     din, NI);
     /* dW[NO, NI] += dout^T[NO, N] . in[N, NI] */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NO, NI, N, 1.0f, dout, NO, in, NI, 1.0f, dW, NI);
+    if (dW)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NO, NI, N, 1.0f, dout, NO, in, NI, 1.0f, dW, NI);
 }
 
 /* ---- embedding: out[n] = wte[tok[n]] ---- */
@@ -135,7 +136,7 @@ void tl_rmsnorm_bwd(mope_pool *p, float *dx, float *dw, const float *dout, const
                     const float *w, int N, int C) {
     norm_job j = {.dx = dx, .dw = dw, .dout = dout, .x = x, .rstd_in = rstd, .w = w, .N = N, .C = C};
     mope_pool_run(p, rmsnorm_dx_job, &j);
-    mope_pool_run(p, rmsnorm_dw_job, &j);
+    if (dw) mope_pool_run(p, rmsnorm_dw_job, &j);
 }
 
 /* ---- RoPE, NORMAL mode: pairs (x[2i], x[2i+1]) of each head rotate by

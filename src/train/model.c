@@ -192,6 +192,7 @@ oom:
 
 void mope_train_model_free(mope_train_model *m) {
     if (!m) return;
+    mope_train_model_lora_remove(m);
     mope_pool_free(m->pool);
     mope_free(m->params);
     mope_free(m->grads);
@@ -225,7 +226,16 @@ const mope_train_tensor *mope_train_model_find(const mope_train_model *m, const 
     return NULL;
 }
 
-void mope_train_model_zero_grad(mope_train_model *m) { memset(m->grads, 0, m->n_params * sizeof(float)); }
+/* With an adapter the base gradients stay zero (nothing writes them). */
+void mope_train_model_zero_grad(mope_train_model *m) {
+    float *g;
+    const mope_train_tensor *t;
+    float *p;
+    int nt;
+    size_t n;
+    tm_trainable(m, &t, &nt, &p, &g, &n);
+    memset(g, 0, n * sizeof(float));
+}
 
 static bool ends_with(const char *s, const char *suffix) {
     size_t a = strlen(s), b = strlen(suffix);
@@ -359,6 +369,11 @@ int tm_prepare(mope_train_model *m, int mode, int B, int T, mope_error *err) {
             m->mode = TMODE_NONE;
             return mope_error_set(err, MOPE_ENOMEM, "out of memory for a %d x %d batch", B, T);
         }
+    }
+    int rc = tlora_prepare(m, N, err);
+    if (rc) {
+        m->mode = TMODE_NONE;
+        return rc;
     }
     m->B = B;
     m->T = T;

@@ -212,12 +212,16 @@ int mope_train_checkpoint_save(const mope_trainer *tr, const char *path, mope_gg
     mope_gguf_writer *ww = w ? w : own;
     const mope_train_model *m = tr->model;
     const mope_adamw_config *c = &tr->cfg;
-    int rc = mope_train_model_to_gguf(m, ww, err);
+    int rc = mope_train_model_n_trainable(m) == tr->n_opt
+                 ? 0
+                 : mope_error_set(err, MOPE_ESTATE, "checkpoint_save: a LoRA adapter was attached or detached after "
+                                                    "the trainer was created");
+    if (!rc) rc = mope_train_model_to_gguf(m, ww, err);
     if (!rc) {
         int k = 0;
         k = k ? k : mope_gguf_set_u64(ww, "mope.train.step", (uint64_t)tr->step);
         k = k ? k : mope_gguf_set_arr(ww, "mope.train.rng", MOPE_GGUF_U64, tr->rng.s, 4);
-        k = k ? k : mope_gguf_set_u64(ww, "mope.train.n_params", (uint64_t)m->n_params);
+        k = k ? k : mope_gguf_set_u64(ww, "mope.train.n_params", (uint64_t)tr->n_opt);
         k = k ? k : mope_gguf_set_f32(ww, "mope.train.adamw.lr", c->lr);
         k = k ? k : mope_gguf_set_f32(ww, "mope.train.adamw.min_lr", c->min_lr);
         k = k ? k : mope_gguf_set_f32(ww, "mope.train.adamw.beta1", c->beta1);
@@ -229,7 +233,8 @@ int mope_train_checkpoint_save(const mope_trainer *tr, const char *path, mope_gg
         k = k ? k : mope_gguf_set_i64(ww, "mope.train.adamw.total_steps", c->total_steps);
         if (k) rc = mope_error_set(err, k, "cannot set the checkpoint keys (%s)", mope_error_code_name(k));
     }
-    int64_t ne = (int64_t)m->n_params;
+    if (!rc) rc = tlora_ckpt_add(m, ww, err);
+    int64_t ne = (int64_t)tr->n_opt;
     if (!rc) rc = mope_gguf_add_tensor(ww, "mope.opt.m", MOPE_TYPE_F32, 1, &ne, tr->m, err);
     if (!rc) rc = mope_gguf_add_tensor(ww, "mope.opt.v", MOPE_TYPE_F32, 1, &ne, tr->v, err);
     if (!rc) rc = mope_gguf_writer_write(ww, path, err);
@@ -264,7 +269,7 @@ static int read_state(const mope_gguf *g, mope_trainer *tr, mope_error *err) {
     uint64_t step, np;
     if (mope_gguf_get_u64(g, "mope.train.step", &step) != 0 || step > INT64_MAX)
         return mope_error_set(err, MOPE_EFORMAT, "checkpoint: missing or bad key mope.train.step");
-    if (mope_gguf_get_u64(g, "mope.train.n_params", &np) != 0 || np != tr->model->n_params)
+    if (mope_gguf_get_u64(g, "mope.train.n_params", &np) != 0 || np != tr->n_opt)
         return mope_error_set(err, MOPE_EFORMAT, "checkpoint: mope.train.n_params does not match the model");
     mope_gguf_type et;
     uint64_t n;
@@ -296,6 +301,10 @@ mope_trainer *mope_train_checkpoint_load(const char *path, int n_threads, const 
     mope_trainer *tr = NULL;
     mope_adamw_config stored;
     mope_train_model *m = mope_train_model_from_gguf(g, n_threads, err);
+    if (m && tlora_ckpt_read(m, g, err)) {
+        mope_train_model_free(m);
+        m = NULL;
+    }
     if (m && !read_adamw(g, &stored, err)) {
         tr = mope_train_trainer_new(m, c ? c : &stored, 0, err);
         m = NULL; /* owned (or freed) by the trainer now */

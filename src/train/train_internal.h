@@ -82,6 +82,56 @@ const tl_kernels *tl_kernels_best(void);
 
 enum { TMODE_NONE = 0, TMODE_LM = 1, TMODE_VALUE = 2, TMODE_HIDDEN = 3 };
 
+/* ---- LoRA (lora.c, lora_io.c) ----
+ * Adapted linears are numbered id = layer * TL_NLIN + slot, and the output
+ * head is id = n_layer * TL_NLIN. */
+enum { TL_Q, TL_K, TL_V, TL_O, TL_GATE, TL_UP, TL_DOWN, TL_NLIN };
+
+typedef struct tlora_lin {
+    float *a, *b;   /* A [r, n_in], B [n_out, r] in the adapter buffer; NULL when not adapted */
+    float *ga, *gb; /* their gradients */
+    int n_in, n_out;
+    float *u;       /* saved A drop(x) of the last forward, [N, r] */
+} tlora_lin;
+
+typedef struct tlora {
+    int rank;
+    float alpha, scale, dropout;
+    unsigned targets;
+    uint64_t seed;
+    uint64_t pass;   /* forwards run so far: selects the dropout mask */
+    size_t n_params;
+    float *params, *grads;
+    int n_tensors;
+    mope_train_tensor *tensors;
+    int n_lin;
+    tlora_lin *lin;
+    float *buf;      /* u of every adapted linear + scratch */
+    size_t buf_cap;
+    float *du;       /* [N, r] */
+    float *xd, *dxd; /* [N, max n_in]: dropped input, its gradient */
+} tlora;
+
+/* lora.c: sizes the saved activations for N rows (called by tm_prepare). */
+int tlora_prepare(mope_train_model *m, size_t N, mope_error *err);
+/* Starts a forward pass (new dropout mask). */
+void tlora_begin(mope_train_model *m);
+/* out[N, n_out] += s B A drop(in) for linear id (no-op when not adapted). */
+void tlora_fwd(mope_train_model *m, int id, float *out, const float *in, int N);
+/* dA, dB += ...; din[N, n_in] += the adapter path's input gradient. */
+void tlora_bwd(mope_train_model *m, int id, float *din, const float *dout, const float *in, int N);
+/* Dropout multiplier (0 or 1 / (1 - p)) of element idx of linear id's
+ * input in the current pass; 1 when dropout is off. */
+float tlora_drop_factor(const tlora *lo, int id, size_t idx);
+/* Name of base linear id ("blk.3.attn_q.weight", "output.weight"). */
+void tlora_base_name(const mope_train_model *m, int id, char *out, size_t cap);
+/* lora_io.c: the adapter part of a checkpoint (nothing without one);
+ * ckpt_read attaches the stored adapter when the file has one. */
+int tlora_ckpt_add(const mope_train_model *m, mope_gguf_writer *w, mope_error *err);
+int tlora_ckpt_read(mope_train_model *m, const mope_gguf *g, mope_error *err);
+/* The trainable table: adapter tensors with an adapter, else the model's. */
+void tm_trainable(mope_train_model *m, const mope_train_tensor **t, int *n_t, float **p, float **g, size_t *n);
+
 struct mope_train_model {
     mope_train_config cfg;
     int hd, qd, kd; /* head_dim, n_head*hd, n_head_kv*hd */
@@ -106,12 +156,14 @@ struct mope_train_model {
     float *wgt;
     size_t in_cap, len_cap;
     double wsum;     /* sum of weights over positions with a target */
+    tlora *lora;     /* NULL: no adapter, base trainable */
 };
 
 struct mope_trainer {
     mope_train_model *model;
     mope_adamw_config cfg;
-    float *m, *v;  /* AdamW moments, n_params each */
+    float *m, *v;  /* AdamW moments, n_opt each */
+    size_t n_opt;  /* trainable floats when the trainer was made */
     int64_t step;  /* updates done */
     mope_rng rng;
 };
@@ -129,7 +181,8 @@ int tm_prepare(mope_train_model *m, int mode, int B, int T, mope_error *err);
 void tl_blas_threads(int n);
 /* out[N, NO] = in[N, NI] W^T (+ out when acc) */
 void tl_linear_fwd(float *out, const float *in, const float *W, int N, int NI, int NO, bool acc);
-/* din[N, NI] (= or += when din_acc) dout W; dW[NO, NI] += dout^T in. din may be NULL. */
+/* din[N, NI] (= or += when din_acc) dout W; dW[NO, NI] += dout^T in. din
+ * may be NULL; dW NULL (frozen weight) skips its sgemm. */
 void tl_linear_bwd(float *din, float *dW, const float *dout, const float *in, const float *W, int N, int NI, int NO,
                    bool din_acc);
 
@@ -137,7 +190,7 @@ void tl_embed_fwd(mope_pool *p, float *out, const float *wte, const int32_t *tok
 void tl_embed_bwd(mope_pool *p, float *dwte, const float *dout, const int32_t *tok, int N, int C);
 
 void tl_rmsnorm_fwd(mope_pool *p, float *out, float *rstd, const float *x, const float *w, int N, int C, float eps);
-/* dx += ..., dw += ... */
+/* dx += ..., dw += ... (dw NULL: frozen, skipped) */
 void tl_rmsnorm_bwd(mope_pool *p, float *dx, float *dw, const float *dout, const float *x, const float *rstd,
                     const float *w, int N, int C);
 

@@ -1,0 +1,836 @@
+/* `mope prefbench build`: the PrefBench model zoo, stage by stage
+ * (docs/PREFBENCH.md, "Recipe").  This file holds the driver: sizes,
+ * stamps, the corpus and data stages, the tokenizer and the training
+ * stages; samples, references, evaluation and the card are in
+ * recipe_eval.c, generation in recipe_gen.c, training loops in
+ * recipe_train.c. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "mope/bundle.h"
+#include "mope/io.h"
+#include "prefbench/recipe_internal.h"
+
+const char *const RECIPE_CHOICE[6] = {"P1A", "P1B", "P2A", "P2B", "P3A", "P3B"};
+const char *const RECIPE_CHOICE_NAME[6] = {"elementary", "expert", "concise", "informative", "friendly",
+                                           "unfriendly"};
+/* Personalized Soups' preference sentences, verbatim (../shared/data/preferences.json;
+ * tests/test_prefbench_recipe.c compares them with that file). */
+const char *const RECIPE_CHOICE_TEXT[6] = {
+    "Generate a response that can be easily understood by an elementary school student.",
+    "Generate a response that only a PhD Student in that specific field could understand.",
+    "Generate a response that is concise and to the point, without being verbose.",
+    "Generate a response that is very informative, without missing any background information.",
+    "Generate a response that is friendly, witty, funny, and humorous, like a close friend.",
+    "Generate a response in an unfriendly manner.",
+};
+const char *const RECIPE_DIM_ID[3] = {"P1", "P2", "P3"};
+const char *const RECIPE_DIM_NAME[3] = {"expertise", "informativeness", "style"};
+
+static const char *const STAGES[] = {"corpus", "data",  "tokenizer", "base_lm", "base_sft", "experts",
+                                     "rm_trunk", "samples", "rewards", "references", "eval", "bundle", NULL};
+
+const char *mope_prefbench_recipe_stage(int i) {
+    return i >= 0 && i < (int)(sizeof STAGES / sizeof STAGES[0]) - 1 ? STAGES[i] : NULL;
+}
+
+/* ---- sizes ----
+ * Full: measured ~1,700 tok/s for a 4.9M-parameter model on one loaded
+ * core; the budget is 2 hours for everything on 2 cores. */
+static void sizes_init(recipe_sizes *s, int tiny) {
+    memset(s, 0, sizeof *s);
+    if (tiny) {
+        *s = (recipe_sizes){.max_concepts = 300, .variants = 2, .vocab = 700,
+                            .dim = 64, .layers = 2, .heads = 4, .kv_heads = 2, .ff = 172, .ctx = 160,
+                            .lm_steps = 60, .lm_batch = 8, .lm_lr = 3e-3f,
+                            .sft_steps = 60, .sft_batch = 8, .sft_lr = 2e-3f, .follow_frac = 0.3,
+                            .lora_rank = 8, .lora_alpha = 16, .exp_steps = 40, .exp_batch = 8, .exp_lr = 3e-3f,
+                            .rm_dim = 32, .rm_layers = 1, .rm_heads = 2, .rm_kv_heads = 1, .rm_ff = 86,
+                            .rm_lm_steps = 30, .rm_steps = 40, .rm_batch = 8, .rm_lm_lr = 3e-3f, .rm_lr = 2e-3f,
+                            .rm_margin = 0.2,
+                            .n_sample_prompts = 24, .n_eval_prompts = 12, .n_ref_train = 16,
+                            .gen_max_tokens = 48, .gen_slots = 32};
+    } else {
+        *s = (recipe_sizes){.max_concepts = 6000, .variants = 2, .vocab = 4096,
+                            .dim = 256, .layers = 4, .heads = 8, .kv_heads = 4, .ff = 688, .ctx = 256,
+                            .lm_steps = 1200, .lm_batch = 8, .lm_lr = 1e-3f,
+                            .sft_steps = 600, .sft_batch = 16, .sft_lr = 5e-4f, .follow_frac = 0.3,
+                            .lora_rank = 16, .lora_alpha = 32, .exp_steps = 250, .exp_batch = 16, .exp_lr = 1e-3f,
+                            .rm_dim = 128, .rm_layers = 3, .rm_heads = 4, .rm_kv_heads = 2, .rm_ff = 344,
+                            .rm_lm_steps = 500, .rm_steps = 400, .rm_batch = 16, .rm_lm_lr = 1.5e-3f, .rm_lr = 5e-4f,
+                            .rm_margin = 0.2,
+                            .n_sample_prompts = 1200, .n_eval_prompts = 300, .n_ref_train = 2000,
+                            .gen_max_tokens = 160, .gen_slots = 64};
+    }
+}
+
+/* ---- logging and paths ---- */
+
+void recipe_log(recipe_ctx *c, const char *fmt, ...) {
+    if (!c->o->log) return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    c->o->log(c->o->log_user, line);
+}
+
+void recipe_path(char *dst, size_t cap, const char *dir, const char *name) {
+    snprintf(dst, cap, "%s/%s", dir, name);
+}
+
+void recipe_card(recipe_ctx *c, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    int n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    char *g = realloc(c->card, c->card_len + (size_t)n + 1);
+    if (g) {
+        memcpy(g + c->card_len, s, (size_t)n + 1);
+        c->card = g;
+        c->card_len += (size_t)n;
+    }
+    free(s);
+}
+
+static int mkdirs(const char *path, mope_error *err) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == 0) {
+            char save = *p;
+            *p = 0;
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                return mope_error_set(err, MOPE_EIO, "cannot create directory %s: %s", buf, strerror(errno));
+            *p = save;
+            if (!save) break;
+        }
+    }
+    return 0;
+}
+
+/* ---- stamps ---- */
+
+static uint64_t fnv(uint64_t h, const char *s) {
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
+    return h;
+}
+
+static uint64_t g_stage_hash; /* set by stage_begin, read by stage_end (single-threaded driver) */
+
+int recipe_stage_begin(recipe_ctx *c, const char *stage, const char *key, const char *const *outputs, int n_out,
+                       int *skip) {
+    c->chain = fnv(fnv(c->chain, stage), key);
+    g_stage_hash = c->chain;
+    *skip = 0;
+    if (c->o->force) return 0;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/stamps/%s.stamp", c->work, stage);
+    void *data = NULL;
+    size_t n = 0;
+    if (mope_io_read_file(path, &data, &n, NULL) != 0) return 0;
+    char want[32];
+    snprintf(want, sizeof want, "%016llx\n", (unsigned long long)c->chain);
+    int ok = n >= 17 && memcmp(data, want, 17) == 0;
+    for (int i = 0; ok && i < n_out; i++) {
+        struct stat st;
+        if (stat(outputs[i], &st) != 0 || st.st_size == 0) ok = 0;
+    }
+    if (ok) {
+        *skip = 1;
+        recipe_card(c, "%s", (char *)data + 17);
+    }
+    free(data);
+    return 0;
+}
+
+int recipe_stage_end(recipe_ctx *c, const char *stage, double seconds, const char *card_md, mope_error *err) {
+    char path[4200], hdr[32];
+    snprintf(path, sizeof path, "%s/stamps", c->work);
+    int rc = mkdirs(path, err);
+    if (rc) return rc;
+    snprintf(path, sizeof path, "%s/stamps/%s.stamp", c->work, stage);
+    snprintf(hdr, sizeof hdr, "%016llx\n", (unsigned long long)g_stage_hash);
+    size_t n = strlen(card_md);
+    char *buf = malloc(17 + n);
+    if (!buf) return mope_error_set(err, MOPE_ENOMEM, "out of memory");
+    memcpy(buf, hdr, 17);
+    memcpy(buf + 17, card_md, n);
+    rc = mope_io_write_atomic(path, buf, 17 + n, err);
+    free(buf);
+    if (!rc) recipe_card(c, "%s", card_md);
+    recipe_log(c, "stage %s: %.1f s", stage, seconds);
+    return rc;
+}
+
+/* ---- records ---- */
+
+void recipe_free_records(recipe_rec *r, int n) {
+    for (int i = 0; r && i < n; i++) {
+        free(r[i].prompt);
+        free(r[i].concept);
+        free(r[i].response);
+    }
+    free(r);
+}
+
+void recipe_free_strings(char **s, int n) {
+    for (int i = 0; s && i < n; i++) free(s[i]);
+    free(s);
+}
+
+static const char *jstr(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static int style_index(const char *s) {
+    for (int i = 0; i < MOPE_PREFBENCH_N_STYLES; i++)
+        if (strcmp(mope_prefbench_style_name(i), s) == 0) return i;
+    return -1;
+}
+
+int recipe_read_records(const char *path, recipe_rec **out, int *n_out, mope_error *err) {
+    void *data = NULL;
+    size_t len = 0;
+    *out = NULL;
+    *n_out = 0;
+    int rc = mope_io_read_file(path, &data, &len, err);
+    if (rc) return rc;
+    int cap = 1024, n = 0, group = -1;
+    recipe_rec *r = malloc((size_t)cap * sizeof *r);
+    char last_group[64] = "";
+    char *line = data, *end = (char *)data + len;
+    int lineno = 0;
+    while (!rc && line < end) {
+        char *nl = memchr(line, '\n', (size_t)(end - line));
+        if (!nl) nl = end;
+        lineno++;
+        if (nl > line) {
+            cJSON *o = cJSON_ParseWithLength(line, (size_t)(nl - line));
+            const char *id = o ? jstr(o, "id") : NULL, *p = o ? jstr(o, "prompt") : NULL;
+            const char *cn = o ? jstr(o, "concept") : NULL, *st = o ? jstr(o, "style") : NULL;
+            const char *resp = o ? jstr(o, "response") : NULL;
+            int si = st ? style_index(st) : -1;
+            if (!id || !p || !cn || !resp || si < 0) {
+                rc = mope_error_set(err, MOPE_EFORMAT, "%s line %d: not a PrefBench response record", path, lineno);
+            } else {
+                if (n == cap) {
+                    recipe_rec *g = realloc(r, (size_t)(cap *= 2) * sizeof *r);
+                    if (!g) rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
+                    else r = g;
+                }
+                /* ids are n<offset>-v<variant>-<style>: the part before the style names the group */
+                const char *dash = strrchr(id, '-');
+                size_t gl = dash ? (size_t)(dash - id) : strlen(id);
+                if (gl >= sizeof last_group) gl = sizeof last_group - 1;
+                if (strlen(last_group) != gl || strncmp(last_group, id, gl) != 0) {
+                    group++;
+                    memcpy(last_group, id, gl);
+                    last_group[gl] = 0;
+                }
+                if (!rc) {
+                    r[n] = (recipe_rec){strdup(p), strdup(cn), strdup(resp), si, group};
+                    n++;
+                }
+            }
+            cJSON_Delete(o);
+        }
+        line = nl + 1;
+    }
+    free(data);
+    if (rc) {
+        recipe_free_records(r, n);
+        return rc;
+    }
+    *out = r;
+    *n_out = n;
+    return 0;
+}
+
+int recipe_read_prompts(const char *path, int one_per_concept, char ***prompts, char ***concepts, int *n_out,
+                        mope_error *err) {
+    void *data = NULL;
+    size_t len = 0;
+    *prompts = *concepts = NULL;
+    *n_out = 0;
+    int rc = mope_io_read_file(path, &data, &len, err);
+    if (rc) return rc;
+    int cap = 256, n = 0;
+    char **p = malloc((size_t)cap * sizeof *p), **cs = malloc((size_t)cap * sizeof *cs);
+    char *line = data, *end = (char *)data + len;
+    while (!rc && line < end) {
+        char *nl = memchr(line, '\n', (size_t)(end - line));
+        if (!nl) nl = end;
+        if (nl > line) {
+            cJSON *o = cJSON_ParseWithLength(line, (size_t)(nl - line));
+            const char *pr = o ? jstr(o, "prompt") : NULL, *cn = o ? jstr(o, "concept") : NULL;
+            if (!pr || !cn) rc = mope_error_set(err, MOPE_EFORMAT, "%s: not a PrefBench prompt record", path);
+            else if (!one_per_concept || n == 0 || strcmp(cs[n - 1], cn) != 0) {
+                if (n == cap) {
+                    cap *= 2;
+                    char **a = realloc(p, (size_t)cap * sizeof *p);
+                    if (a) p = a;
+                    char **b = realloc(cs, (size_t)cap * sizeof *cs);
+                    if (b) cs = b;
+                    if (!a || !b) rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
+                }
+                if (!rc) {
+                    p[n] = strdup(pr);
+                    cs[n] = strdup(cn);
+                    n++;
+                }
+            }
+            cJSON_Delete(o);
+        }
+        line = nl + 1;
+    }
+    free(data);
+    if (rc) {
+        recipe_free_strings(p, n);
+        recipe_free_strings(cs, n);
+        return rc;
+    }
+    *prompts = p;
+    *concepts = cs;
+    *n_out = n;
+    return 0;
+}
+
+/* ---- JSONL writing ---- */
+
+typedef struct jw {
+    mope_io_atomic *f;
+    char *buf;
+    size_t cap;
+    long n;
+} jw;
+
+static int jw_open(jw *w, const char *path, mope_error *err) {
+    memset(w, 0, sizeof *w);
+    if (!(w->f = mope_io_atomic_open(path, err))) return err ? err->code : MOPE_EIO;
+    return 0;
+}
+
+/* Writes {"k1": v1, ...} for NULL-terminated key/value string pairs. */
+static int jw_rec(jw *w, mope_error *err, ...) {
+    va_list ap;
+    va_start(ap, err);
+    cJSON *o = cJSON_CreateObject();
+    const char *k;
+    while (o && (k = va_arg(ap, const char *))) {
+        const char *v = va_arg(ap, const char *);
+        if (!cJSON_AddStringToObject(o, k, v)) {
+            cJSON_Delete(o);
+            o = NULL;
+        }
+    }
+    va_end(ap);
+    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
+    if (!s) return mope_error_set(err, MOPE_ENOMEM, "out of memory");
+    int rc = mope_io_atomic_write(w->f, s, strlen(s), err);
+    if (!rc) rc = mope_io_atomic_write(w->f, "\n", 1, err);
+    free(s);
+    w->n++;
+    return rc;
+}
+
+static int jw_close(jw *w, int rc, mope_error *err) {
+    if (!w->f) return rc;
+    if (rc) mope_io_atomic_abort(w->f);
+    else rc = mope_io_atomic_commit(w->f, err);
+    w->f = NULL;
+    return rc;
+}
+
+/* The user turn: the instruction and the preference sentence after one space. */
+static char *with_pref(const char *prompt, int choice) {
+    char *s = NULL;
+    if (asprintf(&s, "%s %s", prompt, RECIPE_CHOICE_TEXT[choice]) < 0) return NULL;
+    return s;
+}
+
+/* ---- stages: corpus, data, tokenizer ---- */
+
+static int stage_corpus(recipe_ctx *c, mope_error *err) {
+    char dir[4200], key[256], f1[4300], f2[4300];
+    snprintf(dir, sizeof dir, "%s/corpus", c->work);
+    snprintf(f1, sizeof f1, "%s/train_responses.jsonl", dir);
+    snprintf(f2, sizeof f2, "%s/test_prompts.jsonl", dir);
+    snprintf(key, sizeof key, "concepts=%d variants=%d seed=%llu", c->sz.max_concepts, c->sz.variants,
+             (unsigned long long)c->seed);
+    const char *outs[] = {f1, f2};
+    int skip;
+    recipe_stage_begin(c, "corpus", key, outs, 2, &skip);
+    if (skip) return 0;
+    mope_prefbench_corpus_opts co = {0};
+    co.out_dir = dir;
+    co.seed = c->seed;
+    co.max_concepts = c->sz.max_concepts;
+    co.variants = c->sz.variants;
+    mope_prefbench_corpus_stats st;
+    double t0 = mope_time_s();
+    int rc = mope_prefbench_corpus_build_wn(c->wn, &co, &st, err);
+    if (rc) return rc;
+    double dt = mope_time_s() - t0;
+    char md[1024];
+    snprintf(md, sizeof md,
+             "### Corpus\n\n`mope prefbench corpus --max-concepts %d --variants %d --seed %llu`: "
+             "%d / %d / %d concepts (train / dev / test), %ld / %ld / %ld prompts, %ld / %ld / %ld responses; "
+             "%.1f s.\n\n",
+             c->sz.max_concepts, c->sz.variants, (unsigned long long)c->seed, st.concepts[0], st.concepts[1],
+             st.concepts[2], st.prompts[0], st.prompts[1], st.prompts[2], st.responses[0], st.responses[1],
+             st.responses[2], dt);
+    return recipe_stage_end(c, "corpus", dt, md, err);
+}
+
+/* Training files from the corpus: LM text, base SFT, and one SFT file per
+ * expert choice. */
+static int stage_data(recipe_ctx *c, mope_error *err) {
+    char key[256], lm[4200], sft[4200], ex[6][4200], src[4200];
+    recipe_path(lm, sizeof lm, c->work, "lm.txt");
+    recipe_path(sft, sizeof sft, c->work, "base_sft.jsonl");
+    const char *outs[8] = {lm, sft};
+    for (int k = 0; k < 6; k++) {
+        snprintf(ex[k], sizeof ex[k], "%s/expert_%s.jsonl", c->work, RECIPE_CHOICE[k]);
+        outs[2 + k] = ex[k];
+    }
+    snprintf(key, sizeof key, "follow=%.3f v2", c->sz.follow_frac);
+    int skip;
+    recipe_stage_begin(c, "data", key, outs, 8, &skip);
+    if (skip) return 0;
+    double t0 = mope_time_s();
+    snprintf(src, sizeof src, "%s/corpus/train_responses.jsonl", c->work);
+    recipe_rec *r;
+    int n;
+    int rc = recipe_read_records(src, &r, &n, err);
+    if (rc) return rc;
+    mope_rng rng;
+    mope_rng_seed(&rng, c->seed * 7919 + 11);
+    /* LM text: every answer after its question; the preference sentences
+     * appear too so the tokenizer and the base know their words */
+    mope_io_atomic *f = mope_io_atomic_open(lm, err);
+    if (!f) rc = err ? err->code : MOPE_EIO;
+    long lm_bytes = 0;
+    for (int i = 0; !rc && i < n; i++) {
+        char *s = NULL;
+        int len = r[i].style > 0 && mope_rng_uniform(&rng) < 0.5f
+                      ? asprintf(&s, "%s %s\n%s\n\n", r[i].prompt, RECIPE_CHOICE_TEXT[r[i].style - 1], r[i].response)
+                      : asprintf(&s, "%s\n%s\n\n", r[i].prompt, r[i].response);
+        if (len < 0) rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
+        else rc = mope_io_atomic_write(f, s, (size_t)len, err), lm_bytes += len;
+        free(s);
+    }
+    if (f) {
+        if (rc) mope_io_atomic_abort(f);
+        else rc = mope_io_atomic_commit(f, err);
+    }
+    /* base SFT: per (concept, variant) group the neutral answer, and the
+     * prompt with a random preference appended whose answer follows it
+     * only follow_frac of the time (a weak style follower, like Tulu) */
+    jw w;
+    long n_follow = 0, n_pref = 0;
+    if (!rc) rc = jw_open(&w, sft, err);
+    for (int i = 0; !rc && i < n; i++) {
+        if (r[i].style != 0) continue;
+        rc = jw_rec(&w, err, "prompt", r[i].prompt, "response", r[i].response, (const char *)NULL);
+        int ch = (int)mope_rng_below(&rng, 6);
+        const char *resp = r[i].response;
+        if (mope_rng_uniform(&rng) < c->sz.follow_frac) {
+            for (int j = i; j < n && r[j].group == r[i].group; j++)
+                if (r[j].style == ch + 1) resp = r[j].response;
+            n_follow++;
+        }
+        char *p = with_pref(r[i].prompt, ch);
+        if (!p) rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
+        if (!rc) rc = jw_rec(&w, err, "prompt", p, "response", resp, (const char *)NULL);
+        n_pref++;
+        free(p);
+    }
+    long n_sft = w.n;
+    rc = jw_close(&w, rc, err);
+    long n_ex = 0;
+    for (int k = 0; !rc && k < 6; k++) {
+        rc = jw_open(&w, ex[k], err);
+        for (int i = 0; !rc && i < n; i++) {
+            if (r[i].style != k + 1) continue;
+            char *p = with_pref(r[i].prompt, k);
+            if (!p) rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
+            if (!rc) rc = jw_rec(&w, err, "prompt", p, "response", r[i].response, (const char *)NULL);
+            free(p);
+        }
+        n_ex = w.n;
+        rc = jw_close(&w, rc, err);
+    }
+    recipe_free_records(r, n);
+    if (rc) return rc;
+    double dt = mope_time_s() - t0;
+    char md[1024];
+    snprintf(md, sizeof md,
+             "### Training data\n\nFrom the train split only: LM text of %ld bytes (every answer after its "
+             "question; half of the styled ones with their preference sentence); base SFT %ld examples "
+             "(neutral answers, plus %ld prompts with a random preference sentence appended, of which %ld "
+             "(%.0f%%) are answered in that style, the rest neutrally); %ld SFT examples per expert.\n\n",
+             lm_bytes, n_sft, n_pref, n_follow, n_pref ? 100.0 * n_follow / n_pref : 0.0, n_ex);
+    return recipe_stage_end(c, "data", dt, md, err);
+}
+
+static int stage_tokenizer(recipe_ctx *c, mope_error *err) {
+    char key[128], tok[4200], lm[4200];
+    recipe_path(tok, sizeof tok, c->out, "tokenizer.gguf");
+    recipe_path(lm, sizeof lm, c->work, "lm.txt");
+    snprintf(key, sizeof key, "vocab=%d", c->sz.vocab);
+    const char *outs[] = {tok};
+    int skip;
+    recipe_stage_begin(c, "tokenizer", key, outs, 1, &skip);
+    if (skip) return 0;
+    static const char *const specials[] = {"<|system|>", "<|user|>", "<|assistant|>"};
+    static const bool control[] = {true, true, true};
+    mope_tokenizer_train_opts to;
+    mope_tokenizer_train_opts_init(&to);
+    const char *files[] = {lm};
+    to.files = files;
+    to.n_files = 1;
+    to.vocab_size = c->sz.vocab;
+    to.specials = specials;
+    to.n_specials = 3;
+    to.special_control = control;
+    mope_tokenizer_train_result res;
+    double t0 = mope_time_s();
+    int rc = mope_tokenizer_train_bpe(&to, &res, err);
+    if (rc) return rc;
+    rc = mope_tokenizer_train_save(&res, &to, tok, err);
+    double dt = mope_time_s() - t0;
+    char md[1024];
+    snprintf(md, sizeof md,
+             "### Tokenizer\n\n`mope train tokenizer --data lm.txt --vocab-size %d --special '<|system|>' "
+             "--special '<|user|>' --special '<|assistant|>'` (control tokens): SentencePiece-style BPE, "
+             "%d merges over %lld bytes; %.1f s.\n\n",
+             c->sz.vocab, (int)res.n_merges, (long long)res.n_bytes, dt);
+    mope_tokenizer_train_result_free(&res);
+    if (rc) return rc;
+    return recipe_stage_end(c, "tokenizer", dt, md, err);
+}
+
+static void report_md(char *md, size_t cap, const char *title, const char *cmd, const recipe_train_report *r,
+                      uint64_t seed) {
+    snprintf(md, cap,
+             "### %s\n\n`%s --seed %llu`: %lld steps, %lld training examples (%lld tokens seen), %zu trained "
+             "parameters, final loss %.4f%s; %.0f s.\n\n",
+             title, cmd, (unsigned long long)seed, (long long)r->steps, (long long)r->examples,
+             (long long)r->tokens, r->params, r->final_loss, "", r->seconds);
+}
+
+static int stage_base(recipe_ctx *c, mope_error *err) {
+    char key[256], tok[4200], lm[4200], base_lm[4200], base[4200], sft[4200], md[2048], cmd[512];
+    recipe_path(tok, sizeof tok, c->out, "tokenizer.gguf");
+    recipe_path(lm, sizeof lm, c->work, "lm.txt");
+    recipe_path(base_lm, sizeof base_lm, c->work, "base_lm.gguf");
+    recipe_path(base, sizeof base, c->out, "base.gguf");
+    recipe_path(sft, sizeof sft, c->work, "base_sft.jsonl");
+    const recipe_sizes *s = &c->sz;
+    snprintf(key, sizeof key, "%d %d %d %d %d %d %lld %d %g", s->dim, s->layers, s->heads, s->kv_heads, s->ff, s->ctx,
+             (long long)s->lm_steps, s->lm_batch, s->lm_lr);
+    const char *o1[] = {base_lm};
+    int skip, rc;
+    recipe_train_report rep = {0};
+    uint64_t seed = c->seed * 1000 + 1;
+    recipe_stage_begin(c, "base_lm", key, o1, 1, &skip);
+    if (!skip) {
+        recipe_log(c, "base_lm: pretraining a %d-wide %d-layer model on lm.txt", s->dim, s->layers);
+        rc = recipe_train_lm(c, lm, tok, s->dim, s->layers, s->heads, s->kv_heads, s->ff, s->lm_steps, s->lm_batch,
+                             s->lm_lr, seed, base_lm, &rep, err);
+        if (rc) return mope_error_prefix(err, "base_lm");
+        snprintf(cmd, sizeof cmd,
+                 "mope train lm --data lm.txt --tokenizer tokenizer.gguf --dim %d --layers %d --heads %d "
+                 "--kv-heads %d --ff %d --ctx %d --steps %lld --batch %d --lr %g --warmup %lld",
+                 s->dim, s->layers, s->heads, s->kv_heads, s->ff, s->ctx, (long long)s->lm_steps, s->lm_batch,
+                 s->lm_lr, (long long)s->lm_steps / 20);
+        report_md(md, sizeof md, "Base model: pretraining", cmd, &rep, seed);
+        if ((rc = recipe_stage_end(c, "base_lm", rep.seconds, md, err))) return rc;
+    }
+    snprintf(key, sizeof key, "%lld %d %g", (long long)s->sft_steps, s->sft_batch, s->sft_lr);
+    const char *o2[] = {base};
+    seed = c->seed * 1000 + 2;
+    recipe_stage_begin(c, "base_sft", key, o2, 1, &skip);
+    if (skip) return 0;
+    recipe_log(c, "base_sft: instruction tuning in the Tulu format");
+    memset(&rep, 0, sizeof rep);
+    rc = recipe_train_sft(c, base_lm, sft, s->sft_steps, s->sft_batch, s->sft_lr, seed, base, &rep, err);
+    if (rc) return mope_error_prefix(err, "base_sft");
+    snprintf(cmd, sizeof cmd, "mope train sft -m base_lm.gguf --data base_sft.jsonl --template tulu --steps %lld "
+                              "--batch %d --lr %g --warmup %lld",
+             (long long)s->sft_steps, s->sft_batch, s->sft_lr, (long long)s->sft_steps / 20);
+    report_md(md, sizeof md, "Base model: instruction tuning (Tulu format)", cmd, &rep, seed);
+    return recipe_stage_end(c, "base_sft", rep.seconds, md, err);
+}
+
+static int stage_experts(recipe_ctx *c, mope_error *err) {
+    char key[256], base[4200], data[4200], out[4200], dir[4200], md[2048], cmd[600];
+    recipe_path(base, sizeof base, c->out, "base.gguf");
+    snprintf(dir, sizeof dir, "%s/experts", c->out);
+    int rc = mkdirs(dir, err);
+    if (rc) return rc;
+    const recipe_sizes *s = &c->sz;
+    for (int k = 0; k < 6; k++) {
+        char stage[32];
+        snprintf(stage, sizeof stage, "expert_%s", RECIPE_CHOICE[k]);
+        snprintf(data, sizeof data, "%s/expert_%s.jsonl", c->work, RECIPE_CHOICE[k]);
+        snprintf(out, sizeof out, "%s/experts/%s.gguf", c->out, RECIPE_CHOICE[k]);
+        snprintf(key, sizeof key, "%s %d %g %lld %d %g", c->experts_lora ? "lora" : "full", s->lora_rank,
+                 s->lora_alpha, (long long)s->exp_steps, s->exp_batch, s->exp_lr);
+        const char *outs[] = {out};
+        int skip;
+        uint64_t seed = c->seed * 1000 + 10 + (uint64_t)k;
+        recipe_stage_begin(c, stage, key, outs, 1, &skip);
+        if (skip) continue;
+        recipe_log(c, "%s: %s SFT on %s answers", stage, c->experts_lora ? "LoRA" : "full", RECIPE_CHOICE_NAME[k]);
+        recipe_train_report rep = {0};
+        if (c->experts_lora) {
+            rc = recipe_train_lora(c, base, data, s->lora_rank, s->lora_alpha, s->exp_steps, s->exp_batch, s->exp_lr,
+                                   seed, out, &rep, err);
+            snprintf(cmd, sizeof cmd,
+                     "mope train sft -m base.gguf --lora-rank %d --lora-alpha %g --data expert_%s.jsonl "
+                     "--steps %lld --batch %d --lr %g",
+                     s->lora_rank, s->lora_alpha, RECIPE_CHOICE[k], (long long)s->exp_steps, s->exp_batch, s->exp_lr);
+        } else {
+            rc = recipe_train_sft(c, base, data, s->exp_steps, s->exp_batch, s->exp_lr, seed, out, &rep, err);
+            snprintf(cmd, sizeof cmd, "mope train sft -m base.gguf --data expert_%s.jsonl --steps %lld --batch %d --lr %g",
+                     RECIPE_CHOICE[k], (long long)s->exp_steps, s->exp_batch, s->exp_lr);
+        }
+        if (rc) return mope_error_prefix(err, "%s", stage);
+        char title[128];
+        snprintf(title, sizeof title, "Expert %s (%s)", RECIPE_CHOICE[k], RECIPE_CHOICE_NAME[k]);
+        report_md(md, sizeof md, title, cmd, &rep, seed);
+        if ((rc = recipe_stage_end(c, stage, rep.seconds, md, err))) return rc;
+    }
+    return 0;
+}
+
+static int stage_rm_trunk(recipe_ctx *c, mope_error *err) {
+    char key[256], tok[4200], lm[4200], out[4200], md[2048], cmd[512];
+    recipe_path(tok, sizeof tok, c->out, "tokenizer.gguf");
+    recipe_path(lm, sizeof lm, c->work, "lm.txt");
+    recipe_path(out, sizeof out, c->work, "rm_trunk.gguf");
+    const recipe_sizes *s = &c->sz;
+    snprintf(key, sizeof key, "%d %d %d %d %d %lld %g", s->rm_dim, s->rm_layers, s->rm_heads, s->rm_kv_heads,
+             s->rm_ff, (long long)s->rm_lm_steps, s->rm_lm_lr);
+    const char *outs[] = {out};
+    int skip;
+    uint64_t seed = c->seed * 1000 + 20;
+    recipe_stage_begin(c, "rm_trunk", key, outs, 1, &skip);
+    if (skip) return 0;
+    recipe_log(c, "rm_trunk: pretraining the reward models' %d-wide trunk", s->rm_dim);
+    recipe_train_report rep = {0};
+    int rc = recipe_train_lm(c, lm, tok, s->rm_dim, s->rm_layers, s->rm_heads, s->rm_kv_heads, s->rm_ff,
+                             s->rm_lm_steps, s->lm_batch, s->rm_lm_lr, seed, out, &rep, err);
+    if (rc) return mope_error_prefix(err, "rm_trunk");
+    snprintf(cmd, sizeof cmd,
+             "mope train lm --data lm.txt --tokenizer tokenizer.gguf --dim %d --layers %d --heads %d --kv-heads %d "
+             "--ff %d --ctx %d --steps %lld --batch %d --lr %g",
+             s->rm_dim, s->rm_layers, s->rm_heads, s->rm_kv_heads, s->rm_ff, s->ctx, (long long)s->rm_lm_steps,
+             s->lm_batch, s->rm_lm_lr);
+    report_md(md, sizeof md, "Reward-model trunk: pretraining", cmd, &rep, seed);
+    return recipe_stage_end(c, "rm_trunk", rep.seconds, md, err);
+}
+
+static int stage_rewards(recipe_ctx *c, mope_error *err) {
+    char key[256], trunk[4200], data[4200], out[4200], dir[4200], md[2048], cmd[512];
+    recipe_path(trunk, sizeof trunk, c->work, "rm_trunk.gguf");
+    snprintf(dir, sizeof dir, "%s/rm", c->out);
+    int rc = mkdirs(dir, err);
+    if (rc) return rc;
+    const recipe_sizes *s = &c->sz;
+    for (int k = 0; k < 6; k++) {
+        char stage[32];
+        snprintf(stage, sizeof stage, "rm_%s", RECIPE_CHOICE[k]);
+        snprintf(data, sizeof data, "%s/pairs_%s.jsonl", c->work, RECIPE_CHOICE[k]);
+        snprintf(out, sizeof out, "%s/rm/%s.gguf", c->out, RECIPE_CHOICE[k]);
+        snprintf(key, sizeof key, "%lld %d %g", (long long)s->rm_steps, s->rm_batch, s->rm_lr);
+        const char *outs[] = {out};
+        int skip;
+        uint64_t seed = c->seed * 1000 + 30 + (uint64_t)k;
+        recipe_stage_begin(c, stage, key, outs, 1, &skip);
+        if (skip) continue;
+        recipe_log(c, "%s: Bradley-Terry reward model for %s", stage, RECIPE_CHOICE_NAME[k]);
+        recipe_train_report rep = {0};
+        rc = recipe_train_rm(c, trunk, data, s->rm_steps, s->rm_batch, s->rm_lr, seed, out, &rep, err);
+        if (rc) return mope_error_prefix(err, "%s", stage);
+        snprintf(cmd, sizeof cmd, "mope train rm -m rm_trunk.gguf --data pairs_%s.jsonl --steps %lld --batch %d --lr %g",
+                 RECIPE_CHOICE[k], (long long)s->rm_steps, s->rm_batch, s->rm_lr);
+        char title[128];
+        snprintf(title, sizeof title, "Reward model %s (%s)", RECIPE_CHOICE[k], RECIPE_CHOICE_NAME[k]);
+        report_md(md, sizeof md, title, cmd, &rep, seed);
+        size_t l = strlen(md);
+        if (l > 2 && rep.eval_accuracy >= 0)
+            snprintf(md + l - 2, sizeof md - l + 2, " Held-out accuracy on 10%% of its pairs (train concepts): "
+                                                    "%.3f.\n\n", rep.eval_accuracy);
+        if ((rc = recipe_stage_end(c, stage, rep.seconds, md, err))) return rc;
+    }
+    return 0;
+}
+
+/* ---- the bundle ---- */
+
+static int stage_bundle(recipe_ctx *c, mope_error *err) {
+    mope_bundle *b = calloc(1, sizeof *b);
+    if (!b) return mope_error_set(err, MOPE_ENOMEM, "out of memory");
+    char p[4200];
+    int rc = 0;
+#define DUP(dst, s) ((dst) = strdup(s))
+    DUP(b->dir, c->out);
+    DUP(b->name, c->o->tiny ? "prefbench-tiny" : "prefbench");
+    recipe_path(p, sizeof p, c->out, "tokenizer.gguf");
+    DUP(b->tokenizer, p);
+    b->template_id = MOPE_CHAT_TULU;
+    DUP(b->prompt_format, "<|user|>\n{instruction} {preference sentences}\n<|assistant|>\n");
+    recipe_path(p, sizeof p, c->out, "base.gguf");
+    DUP(b->base, p);
+    b->dimensions = calloc(3, sizeof *b->dimensions);
+    b->choices = calloc(6, sizeof *b->choices);
+    b->experts = calloc(6, sizeof *b->experts);
+    b->rewards = calloc(6, sizeof *b->rewards);
+    if (!b->dimensions || !b->choices || !b->experts || !b->rewards) rc = mope_error_set(err, MOPE_ENOMEM, "oom");
+    for (int d = 0; !rc && d < 3; d++) {
+        b->dimensions[d] = (mope_bundle_dimension){strdup(RECIPE_DIM_ID[d]), strdup(RECIPE_DIM_NAME[d]), 2 * d, 2};
+        b->n_dimensions++;
+    }
+    for (int k = 0; !rc && k < 6; k++) {
+        b->choices[k] = (mope_bundle_choice){strdup(RECIPE_CHOICE[k]), strdup(RECIPE_CHOICE_NAME[k]),
+                                             strdup(RECIPE_CHOICE_TEXT[k]), k / 2};
+        b->n_choices++;
+        snprintf(p, sizeof p, "%s/experts/%s.gguf", c->out, RECIPE_CHOICE[k]);
+        mope_bundle_expert *x = &b->experts[b->n_experts++];
+        x->id = strdup(RECIPE_CHOICE[k]);
+        x->choice = strdup(RECIPE_CHOICE[k]);
+        x->choice_index = k;
+        if (c->experts_lora) x->adapter = strdup(p);
+        else x->model = strdup(p);
+        x->preference_text = strdup(RECIPE_CHOICE_TEXT[k]);
+        snprintf(p, sizeof p, "%s/rm/%s.gguf", c->out, RECIPE_CHOICE[k]);
+        b->rewards[b->n_rewards++] = (mope_bundle_reward){strdup(RECIPE_CHOICE[k]), k, strdup(p)};
+    }
+    recipe_path(p, sizeof p, c->out, "references.jsonl");
+    DUP(b->references, p);
+    char *info = NULL;
+    if (asprintf(&info, "{\"recipe\":\"mope prefbench build%s --seed %llu\",\"model_card\":\"MODEL_CARD.md\"}",
+                 c->o->tiny ? " --tiny" : "", (unsigned long long)c->seed) > 0)
+        b->info_json = info;
+#undef DUP
+    char path[4200];
+    recipe_path(path, sizeof path, c->out, "bundle.json");
+    if (!rc) rc = mope_bundle_save(b, path, 0, err);
+    mope_bundle_free(b);
+    if (rc) return rc;
+    /* check what was written loads back, files and all */
+    mope_bundle *back = mope_bundle_load(path, 0, err);
+    if (!back) return err ? err->code : MOPE_EFORMAT;
+    mope_bundle_free(back);
+    recipe_log(c, "bundle: wrote %s", path);
+    return 0;
+}
+
+static int write_card(recipe_ctx *c, mope_error *err) {
+    char path[4200];
+    recipe_path(path, sizeof path, c->out, "MODEL_CARD.md");
+    char *head = NULL;
+    int n = asprintf(&head,
+                     "# PrefBench model zoo%s\n\n"
+                     "Generated by `mope prefbench build%s --seed %llu` (docs/PREFBENCH.md, \"Recipe\"). Everything "
+                     "here is trained from scratch on the CPU from WordNet 3.0 (Debian `wordnet-base`); "
+                     "`bundle.json` names the files. Times are wall-clock seconds on the machine that ran the build "
+                     "(%d threads); a stage skipped because its stamp matched keeps the time of the run that built "
+                     "it.\n\n"
+                     "Prompts use the Tulu format `<|user|>\\n{instruction} {preference sentences}\\n<|assistant|>\\n` "
+                     "with Personalized Soups' preference sentences.\n\n",
+                     c->o->tiny ? " (tiny)" : "", c->o->tiny ? " --tiny" : "", (unsigned long long)c->seed,
+                     c->n_threads);
+    if (n < 0) return mope_error_set(err, MOPE_ENOMEM, "out of memory");
+    size_t lh = strlen(head), lc = c->card_len;
+    char *all = malloc(lh + lc + 1);
+    if (!all) {
+        free(head);
+        return mope_error_set(err, MOPE_ENOMEM, "out of memory");
+    }
+    memcpy(all, head, lh);
+    if (lc) memcpy(all + lh, c->card, lc);
+    all[lh + lc] = 0;
+    free(head);
+    int rc = mope_io_write_atomic(path, all, lh + lc, err);
+    free(all);
+    return rc;
+}
+
+static bool past_until(recipe_ctx *c, const char *stage) {
+    return c->o->until && strcmp(c->o->until, stage) == 0;
+}
+
+int mope_prefbench_recipe_build(const mope_prefbench_recipe_opts *opts, mope_error *err) {
+    if (!opts) return mope_error_set(err, MOPE_EINVAL, "no options");
+    if (opts->until) {
+        bool known = false;
+        for (int i = 0; STAGES[i]; i++)
+            if (strcmp(STAGES[i], opts->until) == 0) known = true;
+        if (!known)
+            return mope_error_set(err, MOPE_EINVAL,
+                                  "unknown stage \"%s\" (stages: corpus data tokenizer base_lm base_sft experts "
+                                  "rm_trunk samples rewards references eval bundle)",
+                                  opts->until);
+    }
+    recipe_ctx c;
+    memset(&c, 0, sizeof c);
+    c.o = opts;
+    sizes_init(&c.sz, opts->tiny);
+    c.seed = opts->seed ? opts->seed : 1;
+    c.n_threads = opts->n_threads > 0 ? opts->n_threads : mope_cpu_count();
+    c.experts_lora = !opts->full_experts;
+    c.chain = 0xcbf29ce484222325ull;
+    const char *od = opts->out_dir ? opts->out_dir : "models/prefbench";
+    if (strlen(od) > 1900 || (opts->work_dir && strlen(opts->work_dir) > 1900))
+        return mope_error_set(err, MOPE_EINVAL, "output or work directory path too long");
+    snprintf(c.out, sizeof c.out, "%s", od);
+    if (opts->work_dir) snprintf(c.work, sizeof c.work, "%s", opts->work_dir);
+    else snprintf(c.work, sizeof c.work, "%s.work", od);
+    c.t_start = mope_time_s();
+    char seedkey[64];
+    snprintf(seedkey, sizeof seedkey, "seed=%llu tiny=%d", (unsigned long long)c.seed, opts->tiny);
+    c.chain = fnv(c.chain, seedkey);
+    int rc = mkdirs(c.out, err);
+    if (!rc) rc = mkdirs(c.work, err);
+    if (!rc && !(c.wn = mope_wordnet_load(opts->wordnet_dir, err))) rc = err ? err->code : MOPE_EIO;
+    if (!rc && !(c.lb = mope_prefbench_labeler_create(c.wn, err))) rc = err ? err->code : MOPE_ENOMEM;
+    typedef int (*stage_fn)(recipe_ctx *, mope_error *);
+    static const struct {
+        const char *name;
+        stage_fn fn;
+    } run[] = {{"corpus", stage_corpus},     {"data", stage_data},
+               {"tokenizer", stage_tokenizer}, {"base_sft", stage_base},
+               {"experts", stage_experts},   {"rm_trunk", stage_rm_trunk},
+               {"samples", recipe_stage_samples}, {"rewards", stage_rewards},
+               {"references", recipe_stage_references}, {"eval", recipe_stage_eval},
+               {"bundle", stage_bundle}};
+    for (size_t i = 0; !rc && i < sizeof run / sizeof run[0]; i++) {
+        double t0 = mope_time_s();
+        recipe_log(&c, "== %s", run[i].name);
+        rc = run[i].fn(&c, err);
+        if (!rc) recipe_log(&c, "== %s done in %.1f s (total %.1f s)", run[i].name, mope_time_s() - t0,
+                            mope_time_s() - c.t_start);
+        if (!rc && (past_until(&c, run[i].name) ||
+                    (strcmp(run[i].name, "base_sft") == 0 && opts->until && strcmp(opts->until, "base_lm") == 0)))
+            break;
+    }
+    if (!rc) rc = write_card(&c, err);
+    if (!rc) recipe_log(&c, "done in %.1f s: %s", mope_time_s() - c.t_start, c.out);
+    free(c.card);
+    mope_prefbench_labeler_free(c.lb);
+    mope_wordnet_free(c.wn);
+    return rc;
+}

@@ -1,0 +1,782 @@
+/* LoRA on the trainable model (mope_train_model_add_lora and friends).
+ *
+ * 1. Gradients: every element of A and B of every target (q, k, v, o, gate,
+ *    up, down, output) against central differences of an independent naive
+ *    double-precision forward written here from the formulas (the same
+ *    tolerance rule as test_train_grad.c), without and with adapter dropout
+ *    (the reference applies the model's mask, read through
+ *    tlora_drop_factor).  Because layer 0's adapters sit below layer 1's,
+ *    these also check the activation gradient through the adapted paths;
+ *    one adapted linear is also checked alone: d loss / d input against the
+ *    closed form sum_o c_o (W_oi + s mask_i (B A)_oi).
+ * 2. B = 0 at init leaves loss and logits bit-identical to the base model.
+ * 3. LoRA training leaves every base parameter bit-identical, writes no base
+ *    gradient, and lowers the loss of a small dataset substantially.
+ * 4. The adapter file has exactly llama.cpp's keys, names, shapes and types;
+ *    loading it back gives identical values and loss; merging gives W + s B A;
+ *    bad adapter files are refused with clear errors.
+ * 5. Checkpoint + resume of a LoRA run continues bit-identically. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "mope/train.h"
+#include "train/train_internal.h" /* tlora_drop_factor, and one linear alone */
+
+static char *tmp_path(const char *name) {
+    static char buf[4][512];
+    static int k;
+    char *b = buf[k++ % 4];
+    snprintf(b, sizeof buf[0], "%s/lora_test_%d_%s", MOPE_BINARY_DIR, (int)getpid(), name);
+    return b;
+}
+
+/* ---- the naive reference, with adapters ---- */
+
+typedef struct {
+    mope_train_model *m;
+    const mope_train_config *c;
+    double *P;  /* base parameters (model layout) */
+    double *A;  /* adapter parameters (adapter layout) */
+    int B, T;
+    const int32_t *tok, *tgt;
+} ref;
+
+static const double *btens(const ref *r, const char *name) {
+    const mope_train_tensor *t = mope_train_model_find(r->m, name);
+    assert_non_null(t);
+    return r->P + t->offset;
+}
+
+/* adapter tensor of base name, 'a' or 'b'; NULL when not adapted */
+static const double *atens(const ref *r, const char *base, char ab) {
+    char name[80];
+    snprintf(name, sizeof name, "%s.lora_%c", base, ab);
+    for (int i = 0; i < mope_train_model_lora_n_tensors(r->m); i++) {
+        const mope_train_tensor *t = mope_train_model_lora_tensor(r->m, i);
+        if (!strcmp(t->name, name)) return r->A + t->offset;
+    }
+    return NULL;
+}
+
+/* y = W x + s B (A (x * mask)) for row `row` of linear id (base name) */
+static void lin(const ref *r, double *y, int id, const char *base, const double *x, int n_out, int n_in, int row) {
+    const double *W = btens(r, base), *A = atens(r, base, 'a'), *Bm = atens(r, base, 'b');
+    for (int o = 0; o < n_out; o++) {
+        double s = 0;
+        for (int i = 0; i < n_in; i++) s += W[(size_t)o * n_in + i] * x[i];
+        y[o] = s;
+    }
+    if (!A) return;
+    const tlora *lo = r->m->lora;
+    int rk = lo->rank;
+    double u[64];
+    for (int k = 0; k < rk; k++) {
+        double s = 0;
+        for (int i = 0; i < n_in; i++)
+            s += A[(size_t)k * n_in + i] * x[i] * tlora_drop_factor(lo, id, (size_t)row * n_in + i);
+        u[k] = s;
+    }
+    for (int o = 0; o < n_out; o++) {
+        double s = 0;
+        for (int k = 0; k < rk; k++) s += Bm[(size_t)o * rk + k] * u[k];
+        y[o] += lo->scale * s;
+    }
+}
+
+static void rmsnorm(double *y, const double *x, const double *w, int C, double eps) {
+    double ss = 0;
+    for (int i = 0; i < C; i++) ss += x[i] * x[i];
+    double rs = 1.0 / sqrt(ss / C + eps);
+    for (int i = 0; i < C; i++) y[i] = x[i] * rs * w[i];
+}
+
+static void rope(double *x, int nh, int hd, int pos, double base) {
+    for (int h = 0; h < nh; h++)
+        for (int i = 0; i < hd / 2; i++) {
+            double th = pos * pow(base, -2.0 * i / hd), *p = x + h * hd + 2 * i, x0 = p[0], x1 = p[1];
+            p[0] = x0 * cos(th) - x1 * sin(th);
+            p[1] = x0 * sin(th) + x1 * cos(th);
+        }
+}
+
+static double ref_loss(const ref *r) {
+    const mope_train_config *c = r->c;
+    int C = c->n_embd, H = c->n_head, KH = c->n_head_kv, hd = C / H, F = c->n_ff, G = H / KH, V = c->n_vocab;
+    int T = r->T, L = c->n_layer;
+    double *x = calloc((size_t)T * C, 8), *xn = calloc((size_t)T * C, 8), *q = calloc((size_t)T * H * hd, 8);
+    double *k = calloc((size_t)T * KH * hd, 8), *v = calloc((size_t)T * KH * hd, 8), *y = calloc((size_t)T * H * hd, 8);
+    double *o = calloc((size_t)C, 8), *sc = calloc((size_t)T, 8), *g = calloc((size_t)F, 8), *u = calloc((size_t)F, 8);
+    double *lg = calloc((size_t)V, 8);
+    char nm[64];
+    double num = 0, den = 0;
+    for (int b = 0; b < r->B; b++) {
+        const double *E = btens(r, "token_embd.weight");
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < C; i++) x[t * C + i] = E[(size_t)r->tok[b * T + t] * C + i];
+        for (int l = 0; l < L; l++) {
+            int id = l * TL_NLIN;
+#define NM(s) (snprintf(nm, sizeof nm, "blk.%d.%s", l, s), nm)
+            for (int t = 0; t < T; t++) {
+                int row = b * T + t;
+                rmsnorm(xn + t * C, x + t * C, btens(r, NM("attn_norm.weight")), C, c->rms_eps);
+                lin(r, q + t * H * hd, id + TL_Q, NM("attn_q.weight"), xn + t * C, H * hd, C, row);
+                lin(r, k + t * KH * hd, id + TL_K, NM("attn_k.weight"), xn + t * C, KH * hd, C, row);
+                lin(r, v + t * KH * hd, id + TL_V, NM("attn_v.weight"), xn + t * C, KH * hd, C, row);
+                rope(q + t * H * hd, H, hd, t, c->rope_freq_base);
+                rope(k + t * KH * hd, KH, hd, t, c->rope_freq_base);
+            }
+            for (int t = 0; t < T; t++)
+                for (int h = 0; h < H; h++) {
+                    double mx = -1e300, sum = 0;
+                    for (int t2 = 0; t2 <= t; t2++) {
+                        double s = 0;
+                        for (int d = 0; d < hd; d++) s += q[(t * H + h) * hd + d] * k[(t2 * KH + h / G) * hd + d];
+                        sc[t2] = s / sqrt((double)hd);
+                        mx = sc[t2] > mx ? sc[t2] : mx;
+                    }
+                    for (int t2 = 0; t2 <= t; t2++) sum += exp(sc[t2] - mx);
+                    for (int d = 0; d < hd; d++) {
+                        double acc = 0;
+                        for (int t2 = 0; t2 <= t; t2++) acc += exp(sc[t2] - mx) / sum * v[(t2 * KH + h / G) * hd + d];
+                        y[(t * H + h) * hd + d] = acc;
+                    }
+                }
+            for (int t = 0; t < T; t++) {
+                lin(r, o, id + TL_O, NM("attn_output.weight"), y + t * H * hd, C, H * hd, b * T + t);
+                for (int i = 0; i < C; i++) x[t * C + i] += o[i];
+            }
+            for (int t = 0; t < T; t++) {
+                int row = b * T + t;
+                rmsnorm(xn + t * C, x + t * C, btens(r, NM("ffn_norm.weight")), C, c->rms_eps);
+                lin(r, g, id + TL_GATE, NM("ffn_gate.weight"), xn + t * C, F, C, row);
+                lin(r, u, id + TL_UP, NM("ffn_up.weight"), xn + t * C, F, C, row);
+                for (int i = 0; i < F; i++) g[i] = g[i] / (1 + exp(-g[i])) * u[i];
+                lin(r, o, id + TL_DOWN, NM("ffn_down.weight"), g, C, F, row);
+                for (int i = 0; i < C; i++) x[t * C + i] += o[i];
+            }
+#undef NM
+        }
+        for (int t = 0; t < T; t++) {
+            int n = b * T + t;
+            if (r->tgt[n] < 0) continue;
+            rmsnorm(xn, x + t * C, btens(r, "output_norm.weight"), C, c->rms_eps);
+            lin(r, lg, L * TL_NLIN, c->tied_output ? "token_embd.weight" : "output.weight", xn, V, C, n);
+            double mx = lg[0], s = 0;
+            for (int i = 1; i < V; i++) mx = lg[i] > mx ? lg[i] : mx;
+            for (int i = 0; i < V; i++) s += exp(lg[i] - mx);
+            num += mx + log(s) - lg[r->tgt[n]];
+            den += 1;
+        }
+    }
+    free(x), free(xn), free(q), free(k), free(v), free(y), free(o), free(sc), free(g), free(u), free(lg);
+    return num / den;
+}
+
+static mope_train_config tiny(void) {
+    mope_train_config c;
+    mope_train_config_init(&c);
+    c.n_vocab = 11;
+    c.n_embd = 16;
+    c.n_layer = 2;
+    c.n_head = 4;
+    c.n_head_kv = 2;
+    c.n_ff = 12;
+    c.n_ctx = 8;
+    c.rope_freq_base = 30.0f;
+    c.tied_output = false;
+    return c;
+}
+
+enum { NB = 2, NT = 6 };
+static const int32_t TOK[NB * NT] = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8};
+static const int32_t TGT[NB * NT] = {1, 4, -1, 5, 9, 7, 6, 5, 3, 5, 8, -1};
+
+static void fill_normal(float *p, size_t n, float std, float mean, mope_rng *rng) {
+    for (size_t i = 0; i < n; i++) p[i] = mean + std * mope_rng_normal(rng);
+}
+
+/* A model with random base and random (non-zero B) adapter values. */
+static mope_train_model *lora_model(const mope_train_config *c, int rank, float alpha, unsigned targets, float drop,
+                                    int n_threads) {
+    mope_error err = {0};
+    mope_train_model *m = mope_train_model_new(c, n_threads, &err);
+    assert_non_null(m);
+    mope_rng rng;
+    mope_rng_seed(&rng, 77);
+    for (int i = 0; i < mope_train_model_n_tensors(m); i++) {
+        const mope_train_tensor *t = mope_train_model_tensor(m, i);
+        bool norm = strstr(t->name, "_norm.weight") != NULL;
+        fill_normal(mope_train_model_params(m) + t->offset, t->n, norm ? 0.2f : 0.35f, norm ? 1.0f : 0.0f, &rng);
+    }
+    if (mope_train_model_add_lora(m, rank, alpha, targets, drop, 99, &err)) fail_msg("add_lora: %s", err.msg);
+    for (int i = 0; i < mope_train_model_lora_n_tensors(m); i++) {
+        const mope_train_tensor *t = mope_train_model_lora_tensor(m, i);
+        fill_normal(mope_train_model_lora_params(m) + t->offset, t->n, 0.25f, 0.0f, &rng);
+    }
+    return m;
+}
+
+static void check_lora_grads(unsigned targets, float drop) {
+    mope_error err = {0};
+    mope_train_config c = tiny();
+    mope_train_model *m = lora_model(&c, 3, 3.0f, targets, drop, 2);
+    float loss;
+    mope_train_model_zero_grad(m);
+    assert_int_equal(mope_train_model_forward(m, TOK, TGT, NULL, NB, NT, &loss, &err), 0);
+    assert_int_equal(mope_train_model_backward(m, 1.0f, &err), 0);
+    /* the base is frozen: not one base gradient was written */
+    const float *gb = mope_train_model_grads(m);
+    for (size_t i = 0; i < mope_train_model_n_params(m); i++)
+        if (gb[i] != 0.0f) fail_msg("base gradient %zu is %g with LoRA on", i, (double)gb[i]);
+
+    size_t np = mope_train_model_n_params(m), na = mope_train_model_n_trainable(m);
+    ref r = {m, mope_train_model_config(m), malloc(np * 8), malloc(na * 8), NB, NT, TOK, TGT};
+    for (size_t i = 0; i < np; i++) r.P[i] = mope_train_model_params(m)[i];
+    for (size_t i = 0; i < na; i++) r.A[i] = mope_train_model_lora_params(m)[i];
+    double lref = ref_loss(&r);
+    print_message("loss f32 %.8f reference %.8f (dropout %.2f)\n", (double)loss, lref, (double)drop);
+    assert_true(fabs(loss - lref) <= 1e-5 * fabs(lref));
+
+    const float *ga = mope_train_model_lora_grads(m);
+    const double h = 1e-3;
+    double worst = 0;
+    int n_targets = 0;
+    for (int ti = 0; ti < mope_train_model_lora_n_tensors(m); ti++) {
+        const mope_train_tensor *t = mope_train_model_lora_tensor(m, ti);
+        double *fd = malloc(t->n * 8), fmax = 0;
+        for (size_t k = 0; k < t->n; k++) {
+            double *p = &r.A[t->offset + k], p0 = *p;
+            *p = p0 + h;
+            double lp = ref_loss(&r);
+            *p = p0 - h;
+            double lm = ref_loss(&r);
+            *p = p0;
+            fd[k] = (lp - lm) / (2 * h);
+            fmax = fabs(fd[k]) > fmax ? fabs(fd[k]) : fmax;
+        }
+        assert_true(fmax > 1e-4); /* an all-zero gradient would test nothing */
+        for (size_t k = 0; k < t->n; k++) {
+            double a = ga[t->offset + k], tol = 1e-3 * fabs(fd[k]) + 1e-4 * fmax + 1e-6, ratio = fabs(a - fd[k]) / tol;
+            worst = ratio > worst ? ratio : worst;
+            if (ratio > 1) fail_msg("%s[%zu]: analytic %.9g vs finite difference %.9g", t->name, k, a, fd[k]);
+        }
+        free(fd);
+        n_targets++;
+    }
+    print_message("%d adapter tensors, %zu floats: worst |error| / tolerance = %.4f\n", n_targets, na, worst);
+    free(r.P);
+    free(r.A);
+    mope_train_model_free(m);
+}
+
+static void test_grad_all_targets(void **state) {
+    (void)state;
+    check_lora_grads(MOPE_LORA_ALL_LINEAR | MOPE_LORA_OUTPUT, 0.0f);
+}
+
+static void test_grad_dropout(void **state) {
+    (void)state;
+    check_lora_grads(MOPE_LORA_Q | MOPE_LORA_V | MOPE_LORA_O | MOPE_LORA_DOWN | MOPE_LORA_OUTPUT, 0.3f);
+}
+
+/* One adapted linear alone: out = x W^T + s (drop(x) A^T) B^T; the input
+ * gradient for a loss sum c * out against the closed form. */
+static void check_linear_input_grad(float drop) {
+    mope_error err = {0};
+    mope_train_config c = tiny();
+    mope_train_model *m = lora_model(&c, 3, 4.0f, MOPE_LORA_O, drop, 2);
+    int N = 5, id = 1 * TL_NLIN + TL_O, NI = m->qd, NO = c.n_embd;
+    assert_int_equal(tm_prepare(m, TMODE_HIDDEN, 1, N, &err), 0);
+    tlora_begin(m);
+    tlora *lo = m->lora;
+    const tlora_lin *L = &lo->lin[id];
+    assert_non_null(L->a);
+    mope_rng rng;
+    mope_rng_seed(&rng, 5);
+    float *x = malloc(sizeof(float) * N * NI), *cc = malloc(sizeof(float) * N * NO);
+    float *out = malloc(sizeof(float) * N * NO), *din = malloc(sizeof(float) * N * NI);
+    fill_normal(x, (size_t)N * NI, 1.0f, 0.0f, &rng);
+    fill_normal(cc, (size_t)N * NO, 1.0f, 0.0f, &rng);
+    const float *W = m->w.layer[1].wo;
+    tl_linear_fwd(out, x, W, N, NI, NO, false);
+    tlora_fwd(m, id, out, x, N);
+    tl_linear_bwd(din, NULL, cc, x, W, N, NI, NO, false);
+    tlora_bwd(m, id, din, cc, x, N);
+    int dropped = 0;
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < NI; i++) {
+            double f = tlora_drop_factor(lo, id, (size_t)n * NI + i), e = 0, mag = 0;
+            dropped += f == 0;
+            for (int o = 0; o < NO; o++) {
+                double ba = 0;
+                for (int k = 0; k < lo->rank; k++) ba += (double)L->b[o * lo->rank + k] * L->a[k * NI + i];
+                double term = cc[n * NO + o] * (W[o * NI + i] + lo->scale * f * ba);
+                e += term;
+                mag += fabs(term);
+            }
+            if (fabs(din[n * NI + i] - e) > 1e-5 * mag + 1e-6)
+                fail_msg("d input [%d, %d]: %.8g, expected %.8g", n, i, (double)din[n * NI + i], e);
+        }
+    if (drop > 0) {
+        /* about drop * N * NI of the inputs are dropped */
+        print_message("dropout %.2f: %d of %d adapter inputs dropped\n", (double)drop, dropped, N * NI);
+        assert_true(dropped > 0.5 * drop * N * NI && dropped < 1.5 * drop * N * NI);
+    } else {
+        assert_int_equal(dropped, 0);
+    }
+    free(x), free(cc), free(out), free(din);
+    mope_train_model_free(m);
+}
+
+static void test_linear_input_grad(void **state) {
+    (void)state;
+    check_linear_input_grad(0.0f);
+    check_linear_input_grad(0.4f);
+}
+
+/* ---- B = 0 at init: nothing changes ---- */
+
+static void test_init_identity(void **state) {
+    (void)state;
+    mope_error err = {0};
+    mope_train_config c = tiny();
+    c.tied_output = true;
+    mope_train_model *m = mope_train_model_new(&c, 2, &err);
+    assert_non_null(m);
+    mope_train_model_init_random(m, 3);
+    float l0, l1;
+    size_t nl = (size_t)NB * NT * c.n_vocab;
+    float *lg = malloc(nl * sizeof(float));
+    assert_int_equal(mope_train_model_forward(m, TOK, TGT, NULL, NB, NT, &l0, &err), 0);
+    memcpy(lg, mope_train_model_logits(m), nl * sizeof(float));
+    assert_int_equal(mope_train_model_add_lora(m, 4, 8.0f, MOPE_LORA_ALL_LINEAR, 0.0f, 1, &err), 0);
+    /* A is random (not zero) and B is zero */
+    const float *ap = mope_train_model_lora_params(m);
+    for (int i = 0; i < mope_train_model_lora_n_tensors(m); i++) {
+        const mope_train_tensor *t = mope_train_model_lora_tensor(m, i);
+        bool is_b = t->name[strlen(t->name) - 1] == 'b';
+        double ss = 0, bound = 1.0 / sqrt((double)t->ne[0]);
+        for (size_t k = 0; k < t->n; k++) {
+            ss += (double)ap[t->offset + k] * ap[t->offset + k];
+            if (!is_b) assert_true(fabs(ap[t->offset + k]) <= bound);
+        }
+        if (is_b) assert_true(ss == 0);
+        else assert_true(ss > 0);
+    }
+    assert_int_equal(mope_train_model_forward(m, TOK, TGT, NULL, NB, NT, &l1, &err), 0);
+    assert_true(l0 == l1);
+    assert_memory_equal(lg, mope_train_model_logits(m), nl * sizeof(float));
+    free(lg);
+    mope_train_model_free(m);
+}
+
+/* ---- training: base untouched, loss falls ---- */
+
+enum { FV = 32, FB = 4, FT = 16 };
+
+static void ft_batch(int32_t *tok, int32_t *tgt) {
+    /* four sequences walking one cycle of 8 of the 32 tokens from different
+     * starts: the next token is a function of the current one */
+    static const int cyc[8] = {3, 17, 8, 29, 12, 21, 5, 26};
+    for (int b = 0; b < FB; b++)
+        for (int t = 0; t <= FT; t++) {
+            int v = cyc[(2 * b + 1 + t) % 8];
+            if (t < FT) tok[b * FT + t] = v;
+            if (t > 0) tgt[b * FT + t - 1] = v;
+        }
+}
+
+static mope_train_config ft_config(void) {
+    mope_train_config c;
+    mope_train_config_init(&c);
+    c.n_vocab = FV;
+    c.n_embd = 32;
+    c.n_layer = 2;
+    c.n_head = 4;
+    c.n_head_kv = 2;
+    c.n_ff = 64;
+    c.n_ctx = FT;
+    c.tied_output = false; /* so the head can be adapted too */
+    return c;
+}
+
+static void test_finetune(void **state) {
+    (void)state;
+    mope_error err = {0};
+    mope_train_config c = ft_config();
+    mope_train_model *m = mope_train_model_new(&c, 2, &err);
+    assert_non_null(m);
+    mope_train_model_init_random(m, 11);
+    size_t np = mope_train_model_n_params(m);
+    float *base = malloc(np * sizeof(float));
+    memcpy(base, mope_train_model_params(m), np * sizeof(float));
+    assert_int_equal(mope_train_model_add_lora(m, 4, 8.0f, MOPE_LORA_ALL_LINEAR | MOPE_LORA_OUTPUT, 0.05f, 2, &err),
+                     0);
+    mope_adamw_config ac;
+    mope_adamw_config_init(&ac);
+    ac.lr = 1e-2f;
+    ac.min_lr = 1e-3f;
+    ac.total_steps = 80;
+    ac.weight_decay = 0.0f;
+    mope_trainer *tr = mope_train_trainer_new(m, &ac, 1, &err);
+    assert_non_null(tr);
+    int32_t tok[FB * FT], tgt[FB * FT];
+    ft_batch(tok, tgt);
+    mope_train_batch b = {tok, tgt, NULL, FB, FT};
+    mope_train_stats st;
+    float first = 0, last = 0;
+    for (int s = 0; s < 80; s++) {
+        if (mope_train_step(tr, &b, 1, &st, &err)) fail_msg("step %d: %s", s, err.msg);
+        if (s == 0) first = st.loss;
+        last = st.loss;
+    }
+    /* evaluate without dropout */
+    assert_int_equal(mope_train_model_lora_set_dropout(m, 0.0f, &err), 0);
+    float eval;
+    assert_int_equal(mope_train_model_forward(m, tok, tgt, NULL, FB, FT, &eval, &err), 0);
+    print_message("LoRA fine-tune: loss %.4f -> %.4f (last step %.4f), %zu trainable of %zu\n", (double)first,
+                  (double)eval, (double)last, mope_train_model_n_trainable(m), np);
+    assert_true(first > 3.0f);        /* ~ln 32 from a random base */
+    assert_true(eval < 0.25f * first); /* substantially lower */
+    /* every base parameter bit-identical, and no base gradient written */
+    assert_memory_equal(base, mope_train_model_params(m), np * sizeof(float));
+    const float *g = mope_train_model_grads(m);
+    for (size_t i = 0; i < np; i++) assert_true(g[i] == 0.0f);
+    free(base);
+    mope_train_trainer_free(tr);
+}
+
+/* ---- adapter files ---- */
+
+static bool key_str_is(const mope_gguf *g, const char *key, const char *want) {
+    mope_gguf_str s;
+    return mope_gguf_get_str(g, key, &s) == 0 && s.len == strlen(want) && !memcmp(s.ptr, want, s.len);
+}
+
+static void test_save_load_merge(void **state) {
+    (void)state;
+    mope_error err = {0};
+    mope_train_config c = tiny();
+    unsigned targets = MOPE_LORA_Q | MOPE_LORA_K | MOPE_LORA_V | MOPE_LORA_O | MOPE_LORA_GATE | MOPE_LORA_UP |
+                       MOPE_LORA_DOWN | MOPE_LORA_OUTPUT;
+    mope_train_model *m = lora_model(&c, 2, 5.0f, targets, 0.0f, 1);
+    const char *path = tmp_path("adapter.gguf");
+    assert_int_equal(mope_train_model_lora_save(m, path, NULL, &err), 0);
+
+    /* exactly the convention: 4 keys, 2 tensors per adapted linear */
+    mope_gguf *g = mope_gguf_open(path, &err);
+    assert_non_null(g);
+    assert_int_equal(mope_gguf_n_kv(g), 4);
+    assert_true(key_str_is(g, "general.architecture", "llama"));
+    assert_true(key_str_is(g, "general.type", "adapter"));
+    assert_true(key_str_is(g, "adapter.type", "lora"));
+    int64_t ki = mope_gguf_find_key(g, "adapter.lora.alpha");
+    assert_true(ki >= 0);
+    assert_int_equal(mope_gguf_kv_type(g, ki), MOPE_GGUF_F32);
+    assert_true(mope_gguf_kv_f64(g, ki) == 5.0);
+    int C = c.n_embd, hd = C / c.n_head, QD = hd * c.n_head, KD = hd * c.n_head_kv, F = c.n_ff, V = c.n_vocab, r = 2;
+    struct {
+        const char *base;
+        int n_in, n_out;
+    } lins[] = {{"attn_q", C, QD},   {"attn_k", C, KD}, {"attn_v", C, KD},   {"attn_output", QD, C},
+                {"ffn_gate", C, F}, {"ffn_up", C, F},  {"ffn_down", F, C}};
+    assert_int_equal(mope_gguf_n_tensors(g), 2 * (7 * c.n_layer + 1));
+    char name[80];
+    const float *ap = mope_train_model_lora_params(m);
+    for (int l = 0; l <= c.n_layer; l++)
+        for (int i = 0; i < (l < c.n_layer ? 7 : 1); i++) {
+            int n_in = l < c.n_layer ? lins[i].n_in : C, n_out = l < c.n_layer ? lins[i].n_out : V;
+            for (int ab = 0; ab < 2; ab++) {
+                if (l < c.n_layer) snprintf(name, sizeof name, "blk.%d.%s.weight.lora_%c", l, lins[i].base, "ab"[ab]);
+                else snprintf(name, sizeof name, "output.weight.lora_%c", "ab"[ab]);
+                const mope_gguf_tensor *t = mope_gguf_find_tensor(g, name);
+                if (!t) fail_msg("adapter file lacks %s", name);
+                assert_int_equal(t->type, MOPE_TYPE_F32);
+                assert_int_equal(t->n_dims, 2);
+                assert_int_equal(t->ne[0], ab ? r : n_in);
+                assert_int_equal(t->ne[1], ab ? n_out : r);
+                /* the values are the model's */
+                bool found = false;
+                for (int k = 0; k < mope_train_model_lora_n_tensors(m); k++) {
+                    const mope_train_tensor *mt = mope_train_model_lora_tensor(m, k);
+                    if (strcmp(mt->name, name)) continue;
+                    assert_memory_equal(t->data, ap + mt->offset, mt->n * sizeof(float));
+                    found = true;
+                }
+                assert_true(found);
+            }
+        }
+    mope_gguf_close(g);
+
+    /* load back onto a copy of the base: identical values and loss */
+    mope_train_model *m2 = mope_train_model_new(&c, 1, &err);
+    assert_non_null(m2);
+    memcpy(mope_train_model_params(m2), mope_train_model_params(m), mope_train_model_n_params(m) * sizeof(float));
+    assert_int_equal(mope_train_model_lora_load(m2, path, &err), 0);
+    mope_train_lora_info i1, i2;
+    assert_int_equal(mope_train_model_lora_info(m, &i1, &err), 0);
+    assert_int_equal(mope_train_model_lora_info(m2, &i2, &err), 0);
+    assert_int_equal(i2.rank, 2);
+    assert_true(i2.alpha == 5.0f && i2.scale == 2.5f && i2.dropout == 0.0f);
+    assert_int_equal(i2.targets, targets);
+    assert_int_equal(i2.n_params, i1.n_params);
+    assert_int_equal(mope_train_model_lora_n_tensors(m2), i1.n_tensors);
+    for (int k = 0; k < i1.n_tensors; k++) {
+        const mope_train_tensor *t1 = mope_train_model_lora_tensor(m, k), *t2 = mope_train_model_lora_tensor(m2, k);
+        assert_string_equal(t1->name, t2->name);
+        assert_memory_equal(mope_train_model_lora_params(m2) + t2->offset, ap + t1->offset, t1->n * sizeof(float));
+    }
+    float l1, l2, l3;
+    assert_int_equal(mope_train_model_forward(m, TOK, TGT, NULL, NB, NT, &l1, &err), 0);
+    assert_int_equal(mope_train_model_forward(m2, TOK, TGT, NULL, NB, NT, &l2, &err), 0);
+    assert_true(l1 == l2);
+    /* a second adapter is refused */
+    assert_int_equal(mope_train_model_lora_load(m2, path, &err), MOPE_ESTATE);
+
+    /* merge: W + s B A (double reference), the adapter gone, same loss */
+    const mope_train_tensor *wq = mope_train_model_find(m2, "blk.1.attn_q.weight");
+    float *w0 = malloc(wq->n * sizeof(float));
+    memcpy(w0, mope_train_model_params(m2) + wq->offset, wq->n * sizeof(float));
+    const float *A = NULL, *Bm = NULL;
+    for (int k = 0; k < mope_train_model_lora_n_tensors(m2); k++) {
+        const mope_train_tensor *t = mope_train_model_lora_tensor(m2, k);
+        if (!strcmp(t->name, "blk.1.attn_q.weight.lora_a")) A = mope_train_model_lora_params(m2) + t->offset;
+        if (!strcmp(t->name, "blk.1.attn_q.weight.lora_b")) Bm = mope_train_model_lora_params(m2) + t->offset;
+    }
+    assert_non_null(A);
+    assert_non_null(Bm);
+    double *want = malloc(wq->n * sizeof(double));
+    for (int o = 0; o < QD; o++)
+        for (int i = 0; i < C; i++) {
+            double s = 0;
+            for (int k = 0; k < r; k++) s += (double)Bm[o * r + k] * A[k * C + i];
+            want[o * C + i] = w0[o * C + i] + 2.5 * s;
+        }
+    assert_int_equal(mope_train_model_lora_merge(m2, &err), 0);
+    assert_false(mope_train_model_has_lora(m2));
+    assert_int_equal(mope_train_model_n_trainable(m2), mope_train_model_n_params(m2));
+    const float *wm = mope_train_model_params(m2) + wq->offset;
+    for (size_t k = 0; k < wq->n; k++) assert_true(fabs(wm[k] - want[k]) <= 1e-6 * (1 + fabs(want[k])));
+    assert_int_equal(mope_train_model_forward(m2, TOK, TGT, NULL, NB, NT, &l3, &err), 0);
+    print_message("loss with adapter %.7f, loaded %.7f, merged %.7f\n", (double)l1, (double)l2, (double)l3);
+    assert_true(fabs(l3 - l1) <= 1e-5 * fabs(l1));
+    free(w0);
+    free(want);
+    mope_train_model_free(m2);
+    mope_train_model_free(m);
+    unlink(path);
+}
+
+/* A GGUF in memory from a writer, opened. */
+static mope_gguf *mem_gguf(mope_gguf_writer *w, void **buf) {
+    size_t size;
+    mope_error err = {0};
+    assert_int_equal(mope_gguf_writer_to_memory(w, buf, &size, &err), 0);
+    mope_gguf_writer_free(w);
+    mope_gguf *g = mope_gguf_open_memory(*buf, size, &err);
+    assert_non_null(g);
+    return g;
+}
+
+/* Writer with the adapter of m, then one change. */
+typedef enum { BAD_TYPE, BAD_ARCH, NO_B, SHAPE, RANK, EMBD, ONE_LAYER, NORM, OK_F16 } bad_kind;
+
+static mope_gguf_writer *bad_adapter(mope_train_model *m, bad_kind kind) {
+    mope_error err = {0};
+    mope_gguf_writer *w = mope_gguf_writer_new();
+    assert_int_equal(mope_gguf_set_str(w, "general.architecture", kind == BAD_ARCH ? "qwen2" : "llama"), 0);
+    assert_int_equal(mope_gguf_set_str(w, "general.type", kind == BAD_TYPE ? "model" : "adapter"), 0);
+    assert_int_equal(mope_gguf_set_str(w, "adapter.type", "lora"), 0);
+    assert_int_equal(mope_gguf_set_f32(w, "adapter.lora.alpha", 4.0f), 0);
+    static float zeros[4096];
+    static uint16_t halves[4096];
+    for (int i = 0; i < 4096; i++) halves[i] = mope_f32_to_f16(0.001f * (float)(i % 97));
+    for (int i = 0; i < mope_train_model_lora_n_tensors(m); i++) {
+        const mope_train_tensor *t = mope_train_model_lora_tensor(m, i);
+        int64_t ne[2] = {t->ne[0], t->ne[1]};
+        if (kind == NO_B && i == 3) continue;
+        if (kind == SHAPE && i == 2) ne[0]++;
+        if (kind == RANK && i == 4) ne[1]++;
+        if (kind == RANK && i == 5) ne[0]++;
+        if (kind == ONE_LAYER && i >= mope_train_model_lora_n_tensors(m) / 2) break;
+        assert_int_equal(mope_gguf_add_tensor(w, t->name, kind == OK_F16 ? MOPE_TYPE_F16 : MOPE_TYPE_F32, 2, ne,
+                                              kind == OK_F16 ? (const void *)halves : zeros, &err),
+                         0);
+    }
+    int64_t ne[2] = {16, 2};
+    if (kind == EMBD) assert_int_equal(mope_gguf_add_tensor(w, "token_embd.weight.lora_a", MOPE_TYPE_F32, 2, ne, zeros, &err), 0);
+    if (kind == NORM) assert_int_equal(mope_gguf_add_tensor(w, "blk.0.attn_norm.weight", MOPE_TYPE_F32, 1, ne, zeros, &err), 0);
+    return w;
+}
+
+static void test_bad_adapters(void **state) {
+    (void)state;
+    mope_error err = {0};
+    mope_train_config c = tiny();
+    mope_train_model *src = lora_model(&c, 2, 4.0f, MOPE_LORA_Q | MOPE_LORA_DOWN, 0.0f, 1);
+    mope_train_model *m = mope_train_model_new(&c, 1, &err);
+    assert_non_null(m);
+    struct {
+        bad_kind kind;
+        int code;
+        const char *msg;
+    } cases[] = {
+        {BAD_TYPE, MOPE_EFORMAT, "general.type"},     {BAD_ARCH, MOPE_EUNSUPPORTED, "architecture"},
+        {NO_B, MOPE_EFORMAT, "no lora_b"},            {SHAPE, MOPE_EFORMAT, "shape"},
+        {RANK, MOPE_EUNSUPPORTED, "rank"},            {EMBD, MOPE_EUNSUPPORTED, "token_embd.weight"},
+        {ONE_LAYER, MOPE_EUNSUPPORTED, "of 2 layers"}, {NORM, MOPE_EFORMAT, "attn_norm"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        void *buf;
+        mope_gguf *g = mem_gguf(bad_adapter(src, cases[i].kind), &buf);
+        err = (mope_error){0};
+        int rc = mope_train_model_lora_from_gguf(m, g, &err);
+        print_message("case %zu: %s\n", i, err.msg);
+        assert_int_equal(rc, cases[i].code);
+        assert_non_null(strstr(err.msg, cases[i].msg));
+        assert_false(mope_train_model_has_lora(m));
+        mope_gguf_close(g);
+        free(buf);
+    }
+    /* F16 tensors are read, alpha 4 with rank 2 gives scale 2 */
+    void *buf;
+    mope_gguf *g = mem_gguf(bad_adapter(src, OK_F16), &buf);
+    assert_int_equal(mope_train_model_lora_from_gguf(m, g, &err), 0);
+    mope_train_lora_info info;
+    assert_int_equal(mope_train_model_lora_info(m, &info, &err), 0);
+    assert_true(info.scale == 2.0f && info.targets == (MOPE_LORA_Q | MOPE_LORA_DOWN));
+    assert_true(mope_train_model_lora_params(m)[1] == mope_f16_to_f32(mope_f32_to_f16(0.001f)));
+    mope_gguf_close(g);
+    free(buf);
+    mope_train_model_free(m);
+    mope_train_model_free(src);
+}
+
+/* add_lora's argument checks */
+static void test_bad_args(void **state) {
+    (void)state;
+    mope_error err = {0};
+    mope_train_config c = tiny();
+    c.tied_output = true;
+    mope_train_model *m = mope_train_model_new(&c, 1, &err);
+    assert_non_null(m);
+    assert_int_equal(mope_train_model_add_lora(m, 2, 4.0f, MOPE_LORA_OUTPUT, 0.0f, 1, &err), MOPE_EUNSUPPORTED);
+    assert_non_null(strstr(err.msg, "untied"));
+    assert_int_equal(mope_train_model_add_lora(m, 0, 4.0f, MOPE_LORA_Q, 0.0f, 1, &err), MOPE_EINVAL);
+    assert_int_equal(mope_train_model_add_lora(m, 13, 4.0f, MOPE_LORA_GATE, 0.0f, 1, &err), MOPE_EINVAL);
+    assert_non_null(strstr(err.msg, "ffn_gate"));
+    assert_int_equal(mope_train_model_add_lora(m, 2, -1.0f, MOPE_LORA_Q, 0.0f, 1, &err), MOPE_EINVAL);
+    assert_int_equal(mope_train_model_add_lora(m, 2, 4.0f, MOPE_LORA_Q, 1.0f, 1, &err), MOPE_EINVAL);
+    assert_int_equal(mope_train_model_add_lora(m, 2, 4.0f, 0, 0.0f, 1, &err), MOPE_EINVAL);
+    assert_int_equal(mope_train_model_add_lora(m, 2, 4.0f, 0x100, 0.0f, 1, &err), MOPE_EINVAL);
+    assert_false(mope_train_model_has_lora(m));
+    mope_train_lora_info info;
+    assert_int_equal(mope_train_model_lora_info(m, &info, &err), MOPE_ESTATE);
+    assert_int_equal(mope_train_model_lora_merge(m, &err), MOPE_ESTATE);
+    mope_gguf_writer *w = mope_gguf_writer_new();
+    assert_int_equal(mope_train_model_lora_to_gguf(m, w, &err), MOPE_ESTATE);
+    mope_gguf_writer_free(w);
+    /* a trainer made before the adapter refuses to update */
+    mope_train_model_init_random(m, 1);
+    mope_adamw_config ac;
+    mope_adamw_config_init(&ac);
+    mope_trainer *tr = mope_train_trainer_new(m, &ac, 1, &err);
+    assert_non_null(tr);
+    assert_int_equal(mope_train_model_add_lora(m, 2, 0.0f, MOPE_LORA_Q, 0.0f, 1, &err), 0);
+    assert_int_equal(mope_train_model_add_lora(m, 2, 0.0f, MOPE_LORA_Q, 0.0f, 1, &err), MOPE_ESTATE);
+    mope_train_model_lora_info(m, &info, &err);
+    assert_true(info.scale == 1.0f); /* alpha 0: llama.cpp's scale 1 */
+    mope_train_batch b = {TOK, TGT, NULL, NB, NT};
+    assert_int_equal(mope_train_step(tr, &b, 1, NULL, &err), MOPE_ESTATE);
+    assert_non_null(strstr(err.msg, "before creating the trainer"));
+    mope_train_trainer_free(tr);
+}
+
+/* ---- checkpoint and resume ---- */
+
+static mope_trainer *ft_trainer(void) {
+    mope_error err = {0};
+    mope_train_config c = ft_config();
+    mope_train_model *m = mope_train_model_new(&c, 1, &err);
+    assert_non_null(m);
+    mope_train_model_init_random(m, 11);
+    assert_int_equal(mope_train_model_add_lora(m, 4, 8.0f, MOPE_LORA_ATTN | MOPE_LORA_OUTPUT, 0.2f, 9, &err), 0);
+    mope_adamw_config ac;
+    mope_adamw_config_init(&ac);
+    ac.lr = 1e-2f;
+    ac.total_steps = 12;
+    mope_trainer *tr = mope_train_trainer_new(m, &ac, 3, &err);
+    assert_non_null(tr);
+    return tr;
+}
+
+static void run_steps(mope_trainer *tr, int n, float *losses) {
+    mope_error err = {0};
+    int32_t tok[FB * FT], tgt[FB * FT];
+    ft_batch(tok, tgt);
+    mope_train_batch b = {tok, tgt, NULL, FB, FT};
+    mope_train_stats st;
+    for (int s = 0; s < n; s++) {
+        if (mope_train_step(tr, &b, 1, &st, &err)) fail_msg("step: %s", err.msg);
+        losses[s] = st.loss;
+    }
+}
+
+static void test_checkpoint_resume(void **state) {
+    (void)state;
+    mope_error err = {0};
+    const char *path = tmp_path("ckpt.gguf");
+    mope_trainer *a = ft_trainer();
+    float la[8], lb[4];
+    run_steps(a, 4, la);
+    assert_int_equal(mope_train_checkpoint_save(a, path, NULL, &err), 0);
+    run_steps(a, 4, la + 4);
+
+    mope_trainer *b = mope_train_checkpoint_load(path, 1, NULL, &err);
+    if (!b) fail_msg("checkpoint_load: %s", err.msg);
+    mope_train_model *ma = mope_train_trainer_model(a), *mb = mope_train_trainer_model(b);
+    assert_true(mope_train_model_has_lora(mb));
+    mope_train_lora_info ia, ib;
+    assert_int_equal(mope_train_model_lora_info(ma, &ia, &err), 0);
+    assert_int_equal(mope_train_model_lora_info(mb, &ib, &err), 0);
+    assert_true(ia.rank == ib.rank && ia.alpha == ib.alpha && ia.scale == ib.scale && ia.dropout == ib.dropout &&
+                ia.targets == ib.targets && ia.n_params == ib.n_params && ia.n_tensors == ib.n_tensors);
+    assert_int_equal(mope_train_trainer_step_count(b), 4);
+    run_steps(b, 4, lb);
+    /* same losses (dropout masks included), same adapter, same base */
+    for (int s = 0; s < 4; s++) {
+        print_message("step %d: loss %.7f, resumed %.7f\n", 5 + s, (double)la[4 + s], (double)lb[s]);
+        assert_true(la[4 + s] == lb[s]);
+    }
+    assert_true(la[7] < la[0]);
+    assert_memory_equal(mope_train_model_lora_params(ma), mope_train_model_lora_params(mb),
+                        ia.n_params * sizeof(float));
+    assert_memory_equal(mope_train_model_params(ma), mope_train_model_params(mb),
+                        mope_train_model_n_params(ma) * sizeof(float));
+    mope_train_trainer_free(a);
+    mope_train_trainer_free(b);
+
+    /* still loadable as a plain model (the base) */
+    mope_train_model *plain = mope_train_model_load(path, 1, &err);
+    assert_non_null(plain);
+    assert_false(mope_train_model_has_lora(plain));
+    mope_train_model_free(plain);
+    unlink(path);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_grad_all_targets),  cmocka_unit_test(test_grad_dropout),
+        cmocka_unit_test(test_linear_input_grad), cmocka_unit_test(test_init_identity),
+        cmocka_unit_test(test_finetune),          cmocka_unit_test(test_save_load_merge),
+        cmocka_unit_test(test_bad_adapters),      cmocka_unit_test(test_bad_args),
+        cmocka_unit_test(test_checkpoint_resume),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
