@@ -20,8 +20,8 @@ Each timed step is a full update: zero_grad, forward, loss, backward,
 clip, AdamW, its phases timed as bench_train_cmp.c times mope's.  Besides
 the mean, the best step is reported (on a shared machine other processes
 only ever add time).  The last line is machine-readable:
-  RESULT params=<n> tokens_per_s=<mean> best_tokens_per_s=<x> s_per_step=<mean>
-         fwd=<s> bwd=<s> upd=<s>   (the split of the best step)
+  RESULT params=<n> tokens_per_s=<mean> best_tokens_per_s=<x> tokens_per_cpu_s=<x>
+         s_per_step=<mean> fwd=<s> bwd=<s> upd=<s>   (the split of the best step)
 
 --load FILE reads what `bench_train_cmp --dump FILE` wrote (batch shape,
 tokens, and mope's initial parameters in its tensor order), so that the
@@ -243,19 +243,21 @@ def main():
     for _ in range(a.warmup):
         step()
     splits = []
+    c0 = time.process_time()  # CPU seconds of all threads, as bench_train_cmp.c's tokens per CPU-second
     for s in range(a.steps):
         loss, ph = step()
         splits.append(ph)
         print(f"torch step {s + 1}: loss {loss:.6f}  {sum(ph):.3f} s (forward {ph[0]:.3f}, backward {ph[1]:.3f}, "
               f"clip+AdamW {ph[2]:.3f})")
         sys.stdout.flush()
+    cpu = (time.process_time() - c0) / a.steps
     mean = sum(sum(ph) for ph in splits) / a.steps
     best = min(splits, key=sum)
     avg = [sum(ph[i] for ph in splits) / a.steps for i in range(3)]
     print(f"torch: {B * T / mean:.1f} tokens/s mean ({mean:.3f} s/step: forward {avg[0]:.3f}, backward {avg[1]:.3f}, "
-          f"clip+AdamW {avg[2]:.3f}); {B * T / sum(best):.1f} tokens/s best step")
+          f"clip+AdamW {avg[2]:.3f}); {B * T / sum(best):.1f} tokens/s best step; {B * T / cpu:.1f} tokens per CPU-second")
     print(f"RESULT params={n_params} tokens_per_s={B * T / mean:.2f} best_tokens_per_s={B * T / sum(best):.2f} "
-          f"s_per_step={mean:.4f} fwd={best[0]:.4f} bwd={best[1]:.4f} upd={best[2]:.4f}")
+          f"tokens_per_cpu_s={B * T / cpu:.2f} s_per_step={mean:.4f} fwd={best[0]:.4f} bwd={best[1]:.4f} upd={best[2]:.4f}")
 
 if __name__ == "__main__":
     main()

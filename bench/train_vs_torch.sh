@@ -110,8 +110,8 @@ for shape in "${SHAPES[@]}"; do
       # shellcheck disable=SC2086
       out=$("$CMP" $args --threads "$t" --warmup "$WARMUP" --steps "$STEPS") || die "$out"
       echo "[$shape t=$t round $r, load $l] $(grep 'tokens/s' <<<"$out")"
-      printf '%s\t%s\tmope\t%s\t%s\t%s\t%s\n' "$shape" "$t" "$(field tokens_per_s "$out")" \
-        "$(field best_tokens_per_s "$out")" "$l" "$(field params "$out")" >>"$RES"
+      printf '%s\t%s\tmope\t%s\t%s\t%s\t%s\t%s\n' "$shape" "$t" "$(field tokens_per_s "$out")" \
+        "$(field best_tokens_per_s "$out")" "$(field tokens_per_cpu_s "$out")" "$l" "$(field params "$out")" >>"$RES"
       for v in "${variants[@]}"; do
         wp=(); [ "$v" = torch-passive ] && wp=(OMP_WAIT_POLICY=PASSIVE)
         l=$(load1)
@@ -120,43 +120,42 @@ for shape in "${SHAPES[@]}"; do
               $PY "$ROOT/bench/torch_llama.py" $args --threads "$t" --warmup "$WARMUP" --steps "$STEPS") || die "$out"
         echo "[$shape t=$t round $r, load $l] $v: $(grep 'tokens/s' <<<"$out" | sed 's/^torch: //')"
         [ "$(field params "$out")" = "$pm" ] || die "parameter counts differ"
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$shape" "$t" "$v" "$(field tokens_per_s "$out")" \
-          "$(field best_tokens_per_s "$out")" "$l" "$(field params "$out")" >>"$RES"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$shape" "$t" "$v" "$(field tokens_per_s "$out")" \
+          "$(field best_tokens_per_s "$out")" "$(field tokens_per_cpu_s "$out")" "$l" "$(field params "$out")" >>"$RES"
       done
     done
   done
 done
 
 echo
-echo "tokens/s: mean of the per-run means over $ROUNDS rounds (best single step in brackets);"
-echo "ratio = mope / torch of those means; torch-passive = OMP_WAIT_POLICY=PASSIVE; load = 1-min load average range"
+echo "tokens/s: mean over $ROUNDS runs of each run's mean step; best: the fastest single step of any run;"
+echo "tok/CPU-s: tokens per CPU-second of all the process's threads (spin-waiting counts); ratios are mope / torch;"
+echo "torch-passive: PyTorch with OMP_WAIT_POLICY=PASSIVE; load: range of the 1-minute load average at the runs' starts"
 $PY - "$RES" <<'EOF'
 import sys
 from collections import defaultdict
 runs = defaultdict(list)
 order = []
 for line in open(sys.argv[1]):
-    shape, t, who, mean, best, load, params = line.split("\t")
-    key = (shape, int(t))
-    if key not in order:
-        order.append(key)
-    runs[key + (who,)].append((float(mean), float(best), float(load), int(params)))
-def agg(rs):
-    return sum(r[0] for r in rs) / len(rs), max(r[1] for r in rs)
-print("| shape | params | threads | mope tok/s | torch tok/s | mope/torch | torch-passive tok/s | mope/torch-passive | load |")
-print("|---|---|---|---|---|---|---|---|---|")
+    shape, t, who, mean, best, cpu, load, params = line.split("\t")
+    if (shape, int(t)) not in order:
+        order.append((shape, int(t)))
+    runs[(shape, int(t), who)].append((float(mean), float(best), float(cpu), float(load), int(params)))
+def agg(rs):  # mean of means, best of bests, mean of tokens per CPU-second
+    n = len(rs)
+    return sum(r[0] for r in rs) / n, max(r[1] for r in rs), sum(r[2] for r in rs) / n
+print("| shape | threads | baseline | mope tok/s | torch tok/s | ratio | mope best | torch best | ratio best "
+      "| mope tok/CPU-s | torch tok/CPU-s | ratio CPU | load |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for shape, t in order:
     m = runs[(shape, t, "mope")]
-    mm, mb = agg(m)
-    cells = [shape, f"{m[0][3] / 1e6:.2f}M", str(t), f"{mm:.0f} ({mb:.0f})"]
-    loads = [r[2] for k in ("mope", "torch", "torch-passive") for r in runs.get((shape, t, k), [])]
+    mm, mb, mc = agg(m)
     for v in ("torch", "torch-passive"):
         rs = runs.get((shape, t, v))
-        if rs:
-            tm, tb = agg(rs)
-            cells += [f"{tm:.0f} ({tb:.0f})", f"{mm / tm:.2f}x"]
-        else:
-            cells += ["-", "-"]
-    cells.append(f"{min(loads):.1f}-{max(loads):.1f}")
-    print("| " + " | ".join(cells) + " |")
+        if not rs:
+            continue
+        tm, tb, tc = agg(rs)
+        loads = [r[3] for r in m + rs]
+        print(f"| {shape} ({m[0][4] / 1e6:.2f}M) | {t} | {v} | {mm:.0f} | {tm:.0f} | {mm / tm:.2f}x | {mb:.0f} | {tb:.0f} "
+              f"| {mb / tb:.2f}x | {mc:.0f} | {tc:.0f} | {mc / tc:.2f}x | {min(loads):.1f}-{max(loads):.1f} |")
 EOF

@@ -311,16 +311,35 @@ static void test_errors(void **state) {
     assert_int_equal(mope_expert_next(e, 0, &d, &err), MOPE_ESTATE);
     mope_expert_free(e);
 
-    /* An adapter the engine does not have fails in the forward pass and
-     * leaves the expert as it was (queue kept, cache untouched). */
-    mope_expert_config ca = cfg("lora", PREFS[1], 1);
-    ca.adapter = 3;
-    mope_expert *ea = mope_expert_local_new(f->m, &ca, &err);
-    if (!ea) fail_msg("%s", err.msg);
-    assert_int_equal(mope_expert_start(ea, 0, INSTR[0], &err), 0);
-    assert_true(mope_expert_next(ea, 0, &d, &err) < 0);
+    /* An adapter the engine does not have fails in the forward pass.  In a
+     * group whose prefill takes two calls (300 + 300 rows), the first call's
+     * sequence is rolled back: once the failing member is reset, the other
+     * one's logits equal a standalone expert's bit for bit. */
+    mope_expert_config ca[2] = {cfg("base", NULL, 1), cfg("lora", NULL, 1)};
+    ca[0].n_ctx = ca[1].n_ctx = 320;
+    ca[1].adapter = 3;
+    mope_expert_group *g = mope_expert_group_new(f->m, ca, 2, &err);
+    if (!g) fail_msg("%s", err.msg);
+    mope_expert *e0 = mope_expert_group_member(g, 0), *e1 = mope_expert_group_member(g, 1);
+    int32_t toks[300];
+    for (int i = 0; i < 300; i++) toks[i] = (int32_t)((i * 37 + 11) % f->V);
+    assert_int_equal(mope_expert_feed(e0, 0, toks, 300, &err), 0);
+    assert_int_equal(mope_expert_feed(e1, 0, toks, 300, &err), 0);
+    assert_true(mope_expert_next(e0, 0, &d, &err) < 0);
     assert_non_null(strstr(err.msg, "adapter"));
-    mope_expert_free(ea);
+    assert_int_equal(mope_expert_group_n_forward(g), 1); /* the first chunk ran */
+    assert_true(mope_expert_next(e0, 0, &d, &err) < 0); /* queues kept: same failure */
+    mope_expert_reset(e1, 0);
+    assert_int_equal(mope_expert_next(e0, 0, &d, &err), 0);
+    mope_expert *alone = mope_expert_local_new(f->m, &ca[0], &err);
+    assert_non_null(alone);
+    mope_dist da = {0};
+    assert_int_equal(mope_expert_feed(alone, 0, toks, 300, &err), 0);
+    assert_int_equal(mope_expert_next(alone, 0, &da, &err), 0);
+    assert_true(max_abs_diff(d.logits, da.logits, f->V) == 0);
+    mope_dist_free(&da);
+    mope_expert_free(alone);
+    mope_expert_group_free(g);
 
     mope_expert_config cb = cfg("bad", NULL, 1);
     cb.chat = (mope_chat_template)42;

@@ -398,6 +398,43 @@ static void test_extremes(void **state) {
     mope_dist_free(&d[1]);
 }
 
+/* The vectorised exp against a double softmax over a wide range of
+ * log-probabilities, with a tail that is not a multiple of the lane count. */
+static void test_exp_accuracy(void **state) {
+    (void)state;
+    enum { N = 4099 };
+    float *l = malloc(sizeof(float) * N), *out = malloc(sizeof(float) * N);
+    double *ref = malloc(sizeof(double) * N);
+    for (int i = 0; i < N; i++) l[i] = -100.0f + 150.0f * (float)i / N + 0.001f * (float)(i % 7);
+    l[5] = -INFINITY;
+    l[N - 1] = 49.9f;
+    mope_dist d = {0};
+    set_full(&d, l, N);
+    softmax_ref(l, N, ref);
+    mope_error err = {0};
+    assert_int_equal(mope_dist_probs(&d, out, &err), 0);
+    /* The log-probability x = (l - hi) - lo takes two float roundings,
+     * 2 * |x| * 2^-24, which exp turns into that much relative error; on
+     * top, a few ulp of the exp itself. */
+    for (int pass = 0; pass < 2; pass++) {
+        double worst = 0;
+        for (int i = 0; i < N; i++) {
+            double e = fabs(out[i] - ref[i]);
+            if (ref[i] > 1e-30) e /= ref[i] * (3e-7 + fabs(log(ref[i])) * 1.2e-7);
+            else e = e <= 1e-35 ? 0 : 1e9; /* far below anything that matters */
+            if (e > worst) worst = e;
+        }
+        if (!(worst <= 1)) fail_msg("pass %d: error %g times the bound", pass, worst);
+        assert_true(out[5] == 0);
+        const float w[1] = {1};
+        assert_int_equal(mope_mix_step(&d, 1, w, MOPE_MIX_LINEAR, out, &err), 0);
+    }
+    free(l);
+    free(out);
+    free(ref);
+    mope_dist_free(&d);
+}
+
 static void test_bad_input(void **state) {
     (void)state;
     mope_error err = {0};
@@ -415,6 +452,7 @@ static void test_bad_input(void **state) {
     const float lp2[2] = {-1, -2};
     assert_int_equal(mope_dist_set_topk(&d[0], V5, dup, lp2, 2, &err), MOPE_EINVAL);
     assert_non_null(strstr(err.msg, "twice"));
+    assert_int_equal(d[0].kind, MOPE_DIST_NONE);
     const int32_t oor[2] = {1, 5};
     assert_int_equal(mope_dist_set_topk(&d[0], V5, oor, lp2, 2, &err), MOPE_EINVAL);
     const int32_t ok2[2] = {1, 2};
@@ -452,6 +490,7 @@ int main(void) {
         cmocka_unit_test(test_topk_all_equals_exact),
         cmocka_unit_test(test_gradients),
         cmocka_unit_test(test_extremes),
+        cmocka_unit_test(test_exp_accuracy),
         cmocka_unit_test(test_bad_input),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -169,7 +169,8 @@ static float *run_seq(mope_model *m, const int32_t *tokens, int n, int n_first, 
     mope_row *rows = malloc(sizeof *rows * (size_t)n);
     assert_non_null(logits);
     assert_non_null(rows);
-    for (int i = 0; i < n; i++) rows[i] = (mope_row){.seq = 0, .token = tokens[i], .pos = i, .adapter = adapter, .want_logits = true};
+    for (int i = 0; i < n; i++)
+        rows[i] = (mope_row){.seq = 0, .token = tokens[i], .pos = i, .adapter = adapter, .want_logits = true};
     if (mope_model_forward(m, kv, rows, n_first, logits, pool, &err) != 0) fail_msg("%s", err.msg);
     for (int i = n_first; i < n; i++)
         if (mope_model_forward(m, kv, &rows[i], 1, logits + (size_t)i * hp->n_vocab, pool, &err) != 0)
@@ -439,8 +440,12 @@ static void test_average_delta(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_ref_llama),     cmocka_unit_test(test_ref_qwen2_tied), cmocka_unit_test(test_zero_b_identical),
-        cmocka_unit_test(test_mixed_batch),   cmocka_unit_test(test_merge),          cmocka_unit_test(test_average_delta),
+        cmocka_unit_test(test_ref_llama),
+        cmocka_unit_test(test_ref_qwen2_tied),
+        cmocka_unit_test(test_zero_b_identical),
+        cmocka_unit_test(test_mixed_batch),
+        cmocka_unit_test(test_merge),
+        cmocka_unit_test(test_average_delta),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -52,7 +52,8 @@ static void test_round_trip(void **state) {
     const mope_hparams *hp = mope_model_hparams(base);
     mope_lora *l = mope_lora_new("llama", 12.5f, &err);
     assert_non_null(l);
-    assert_int_equal(mope_lora_add_targets(l, hp, MOPE_LORA_ATTN | MOPE_LORA_DOWN | MOPE_LORA_OUTPUT, 6, NULL, &err), 0);
+    assert_int_equal(mope_lora_add_targets(l, hp, MOPE_LORA_ATTN | MOPE_LORA_DOWN | MOPE_LORA_OUTPUT, 6, NULL, &err),
+                     0);
     assert_true(mope_lora_add(l, "token_embd.weight", hp->n_embd, hp->n_vocab, 5, NULL, NULL, &err) >= 0);
     assert_int_equal(mope_lora_n_tensors(l), 2 * 5 + 2);
     for (int i = 0; i < mope_lora_n_tensors(l); i++) {
@@ -104,7 +105,8 @@ static void test_round_trip(void **state) {
             assert_memory_equal(a->a, b->a, sizeof(float) * (size_t)a->rank * a->n_in);
             assert_memory_equal(a->b, b->b, sizeof(float) * (size_t)a->n_out * a->rank);
         }
-        assert_true(fabsf(mope_lora_scale(r, mope_lora_find(r, "blk.0.attn_k.weight"), 2.0f) - 2.0f * 12.5f / 6) < 1e-6f);
+        assert_true(fabsf(mope_lora_scale(r, mope_lora_find(r, "blk.0.attn_k.weight"), 2.0f) - 2.0f * 12.5f / 6) <
+                    1e-6f);
         mope_lora_free(r);
     }
     mope_lora_free(l);
@@ -366,8 +368,9 @@ static void test_average_ab(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip), cmocka_unit_test(test_llama_cpp_layout_f16), cmocka_unit_test(test_bad_files),
-        cmocka_unit_test(test_api_errors), cmocka_unit_test(test_average_ab),
+        cmocka_unit_test(test_round_trip), cmocka_unit_test(test_llama_cpp_layout_f16),
+        cmocka_unit_test(test_bad_files),  cmocka_unit_test(test_api_errors),
+        cmocka_unit_test(test_average_ab),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

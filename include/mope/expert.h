@@ -13,9 +13,10 @@
  *  - blackbox: wraps any expert and exposes only its top-k (token, logprob)
  *              pairs, as an API-only model would; mixing then runs in top-k
  *              mode;
- *  - group:    K local experts over ONE model and one KV cache: every
- *              pending row of every member goes through one
- *              mope_model_forward call, so K experts cost about one model
+ *  - group:    K local experts over ONE model and one KV cache: the
+ *              queued rows of every member and sequence go through one
+ *              mope_model_forward call per decode step (long prefills in
+ *              calls of <= 512 rows), so K experts cost about one model
  *              pass per step.  Each member's rows carry its configured
  *              adapter id (-1 today; LoRA adapter ids once the engine
  *              accepts them).

@@ -22,8 +22,17 @@
  * streaming pass over the vocabulary in which each top-k expert advances a
  * cursor through its sorted list.  mope_mix_step materialises the mixture
  * once, into the caller's n_vocab floats (what mope_sampler_sample_probs
- * takes).  When every expert is TOPK, the geometric normaliser is computed
- * sparsely over the union of listed tokens plus one shared "rest" class.
+ * takes).  When every expert is TOPK, the geometric rule is computed
+ * sparsely over the union of listed tokens plus one shared "rest" class
+ * (normaliser and values), and the linear rule is one fill of the shared
+ * rest mass plus the listed tokens.
+ *
+ * Cost (measured on this project's 2-core AVX-512 build machine, V = 150k,
+ * K = 8, one thread): exact linear step including the 8 normalisers
+ * ~2.6 ms, exact geometric 5-8 ms, top-20 black-box either rule ~0.3 ms.
+ * The exps of full experts run 8 lanes wide on AVX2+FMA machines (run-time
+ * check; libm expf otherwise); a full expert's probabilities are then
+ * within 3e-7 + 1.2e-7 * |log p| relative of exact.
  *
  * Weights: K non-negative finite numbers with a positive sum; they are
  * divided by their sum, so they need not be normalised.  An expert with
@@ -83,7 +92,9 @@ typedef struct mope_dist {
 int mope_dist_set_full(mope_dist *d, const float *logits, int32_t n_vocab, mope_error *err);
 /* Black-box mode: k pairs (any order; ids distinct and in [0, n_vocab),
  * 1 <= k <= n_vocab; log-probabilities <= 0 up to rounding, -inf allowed),
- * copied.  Rejects a set with no mass anywhere (S == 0 and k == n_vocab). */
+ * copied.  Rejects a set with no mass anywhere (S == 0 and k == n_vocab).
+ * On an error the dist is left unchanged, except after a duplicate id,
+ * which leaves it unset (MOPE_DIST_NONE). */
 int mope_dist_set_topk(mope_dist *d, int32_t n_vocab, const int32_t *ids, const float *logprobs, int32_t k,
                        mope_error *err);
 void mope_dist_free(mope_dist *d);

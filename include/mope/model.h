@@ -113,7 +113,7 @@ typedef struct mope_row {
     int seq;          /* sequence (KV cache slot), 0 <= seq < n_seq */
     int32_t token;    /* 0 <= token < n_vocab */
     int pos;          /* position of this token in its sequence, see below */
-    int adapter;      /* reserved for LoRA adapters: -1 = none (the only value accepted now) */
+    int adapter;      /* LoRA adapter id from mope_model_add_adapter (mope/lora.h); -1 = base only */
     bool want_logits; /* write this row's logits */
 } mope_row;
 

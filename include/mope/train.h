@@ -30,6 +30,7 @@
 
 #include "mope/core.h"
 #include "mope/gguf.h"
+#include "mope/lora.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -146,18 +147,13 @@ int mope_train_model_backward_hidden(mope_train_model *m, const float *dhidden, 
  * to 0 (set_dropout) for evaluation passes.
  * The output target needs an untied output.weight (a tied head is the
  * embedding, whose llama.cpp adapter layout differs). */
-enum {
-    MOPE_LORA_Q = 1 << 0,
-    MOPE_LORA_K = 1 << 1,
-    MOPE_LORA_V = 1 << 2,
-    MOPE_LORA_O = 1 << 3,
-    MOPE_LORA_GATE = 1 << 4,
-    MOPE_LORA_UP = 1 << 5,
-    MOPE_LORA_DOWN = 1 << 6,
-    MOPE_LORA_OUTPUT = 1 << 7,
-    MOPE_LORA_ATTN = 0x0f,       /* q, k, v, o */
-    MOPE_LORA_ALL_LINEAR = 0x7f, /* every block linear (PEFT's "all-linear": not the output head) */
-};
+/* Targets: the MOPE_LORA_* bits of mope/lora.h (Q K V O GATE UP DOWN
+ * OUTPUT; ATTN, FFN), shared with the inference engine's adapters.
+ * MOPE_LORA_ALL_LINEAR = every block linear, PEFT's "all-linear" (not the
+ * output head). */
+#ifndef MOPE_LORA_ALL_LINEAR
+#define MOPE_LORA_ALL_LINEAR (MOPE_LORA_ATTN | MOPE_LORA_FFN)
+#endif
 
 typedef struct mope_train_lora_info {
     int rank;

@@ -27,6 +27,89 @@ int mope_mix_rule_from_name(const char *name, mope_error *err) {
                           name ? name : "(null)");
 }
 
+/* ---- exp over a vocabulary ----
+ * The hot loops: each full expert costs two passes of n_vocab exps per step
+ * (normaliser, then probabilities).  On AVX2+FMA machines they run 8 lanes
+ * at a time with a Cephes-style expf (range reduction by ln 2 in two parts,
+ * degree-6 polynomial; ~2 ulp), chosen at run time; elsewhere libm's expf. */
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define MIX_X86 1
+
+__attribute__((target("avx2,fma"))) static inline __m256 exp8(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.3f), hi = _mm256_set1_ps(88.3f);
+    __m256 keep = _mm256_cmp_ps(x, lo, _CMP_GE_OQ); /* below: 0 (and -inf) */
+    x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), keep);
+}
+
+/* sum exp(l[i] - m), accumulated in double lanes. */
+__attribute__((target("avx2,fma"))) static double sum_exp_avx2(const float *l, float m, int32_t n) {
+    __m256 vm = _mm256_set1_ps(m);
+    __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(l + i), vm));
+        a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+        a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    }
+    double t[4];
+    _mm256_storeu_pd(t, _mm256_add_pd(a0, a1));
+    double s = t[0] + t[1] + t[2] + t[3];
+    for (; i < n; i++) s += expf(l[i] - m);
+    return s;
+}
+
+/* out[i] (+)= w * exp(l[i] - lse), with lse split as hi + lo so the
+ * difference keeps the precision of a double subtraction near the top. */
+__attribute__((target("avx2,fma"))) static void axpy_exp_avx2(float *out, const float *l, float hi, float lo, float w,
+                                                              int32_t n, bool add) {
+    __m256 vh = _mm256_set1_ps(hi), vl = _mm256_set1_ps(lo), vw = _mm256_set1_ps(w);
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(l + i), vh), vl));
+        __m256 base = add ? _mm256_loadu_ps(out + i) : _mm256_setzero_ps();
+        _mm256_storeu_ps(out + i, _mm256_fmadd_ps(vw, e, base));
+    }
+    for (; i < n; i++) out[i] = (add ? out[i] : 0) + w * expf((l[i] - hi) - lo);
+}
+
+static bool use_avx2(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+#endif
+
+static double sum_exp(const float *l, float m, int32_t n) {
+#ifdef MIX_X86
+    if (use_avx2()) return sum_exp_avx2(l, m, n);
+#endif
+    double s = 0;
+    for (int32_t i = 0; i < n; i++) s += expf(l[i] - m);
+    return s;
+}
+
+static void axpy_exp(float *out, const float *l, double lse, float w, int32_t n, bool add) {
+    float hi = (float)lse, lo = (float)(lse - hi);
+#ifdef MIX_X86
+    if (use_avx2()) {
+        axpy_exp_avx2(out, l, hi, lo, w, n, add);
+        return;
+    }
+#endif
+    for (int32_t i = 0; i < n; i++) out[i] = (add ? out[i] : 0) + w * expf((l[i] - hi) - lo);
+}
+
 /* ---- dists ---- */
 
 int mope_dist_set_full(mope_dist *d, const float *logits, int32_t n_vocab, mope_error *err) {
@@ -40,8 +123,9 @@ int mope_dist_set_full(mope_dist *d, const float *logits, int32_t n_vocab, mope_
         if (v > m) m = v;
     }
     if (m == -INFINITY) return mope_error_set(err, MOPE_EINVAL, "dist: every logit is -inf (no token has mass)");
-    double s = 0;
-    for (int32_t i = 0; i < n_vocab; i++) s += exp((double)logits[i] - m);
+    /* float exp of the float difference: l - m is exact when l is near m,
+     * where the mass is. */
+    double s = sum_exp(logits, m, n_vocab);
     d->kind = MOPE_DIST_FULL;
     d->n_vocab = n_vocab;
     d->logits = logits;
@@ -120,11 +204,18 @@ int mope_dist_set_topk(mope_dist *d, int32_t n_vocab, const int32_t *ids, const 
     }
     memcpy(d->ids, ids, sizeof(int32_t) * (size_t)k);
     memcpy(d->logprobs, logprobs, sizeof(float) * (size_t)k);
+    /* From here on the arrays hold the new pairs: a failure leaves the dist
+     * unset rather than half old, half new. */
     int rc = sort_pairs(d->ids, d->logprobs, k, err);
-    if (rc < 0) return rc;
+    if (rc < 0) {
+        d->kind = MOPE_DIST_NONE;
+        return rc;
+    }
     for (int32_t i = 1; i < k; i++)
-        if (d->ids[i] == d->ids[i - 1])
+        if (d->ids[i] == d->ids[i - 1]) {
+            d->kind = MOPE_DIST_NONE;
             return mope_error_set(err, MOPE_EINVAL, "dist: top-k lists token %d twice", (int)d->ids[i]);
+        }
     /* A listed set that already holds all the mass (or, through rounding,
      * more) is renormalised to exactly 1 so the expert stays a distribution. */
     /* Float log-probabilities of a list that holds all the mass never sum
@@ -166,7 +257,7 @@ double mope_dist_logprob(const mope_dist *d, int32_t y) {
 int mope_dist_probs(const mope_dist *d, float *out, mope_error *err) {
     if (!d || !out || d->kind == MOPE_DIST_NONE) return mope_error_set(err, MOPE_EINVAL, "dist: not set");
     if (d->kind == MOPE_DIST_FULL) {
-        for (int32_t y = 0; y < d->n_vocab; y++) out[y] = (float)exp((double)d->logits[y] - d->lse);
+        axpy_exp(out, d->logits, d->lse, 1.0f, d->n_vocab, false);
     } else {
         for (int32_t y = 0; y < d->n_vocab; y++) out[y] = (float)d->rest_p;
         for (int32_t i = 0; i < d->k; i++) out[d->ids[i]] = (float)exp((double)d->logprobs[i]);
@@ -216,14 +307,6 @@ static inline double walk_logprob(term *t, int32_t y) {
     while (t->cur < d->k && d->ids[t->cur] < y) t->cur++;
     if (t->cur < d->k && d->ids[t->cur] == y) return d->logprobs[t->cur];
     return d->rest_logp;
-}
-
-static inline double walk_prob(term *t, int32_t y) {
-    const mope_dist *d = t->d;
-    if (d->kind == MOPE_DIST_FULL) return exp((double)d->logits[y] - d->lse);
-    while (t->cur < d->k && d->ids[t->cur] < y) t->cur++;
-    if (t->cur < d->k && d->ids[t->cur] == y) return exp((double)d->logprobs[t->cur]);
-    return d->rest_p;
 }
 
 /* sum_k w_k log pi_k(y); -inf when any weighted expert gives y no mass. */
@@ -297,12 +380,43 @@ int mope_mix_step(const mope_dist *d, int K, const float *w, mope_mix_rule rule,
     int32_t V = d[0].n_vocab;
     double sum = 0;
     if (rule == MOPE_MIX_LINEAR) {
-        for (int32_t y = 0; y < V; y++) {
-            double p = 0;
-            for (int i = 0; i < n; i++) p += t[i].w * walk_prob(&t[i], y);
-            out[y] = (float)p;
-            sum += out[y];
+        /* Expert by expert (a tight loop per full expert), starting from the
+         * top-k experts' shared rest mass; then every token some top-k
+         * expert listed is recomputed whole (a few per expert). */
+        double c = 0;
+        for (int i = 0; i < n; i++)
+            if (t[i].d->kind == MOPE_DIST_TOPK) c += t[i].w * t[i].d->rest_p;
+        for (int32_t y = 0; y < V; y++) out[y] = (float)c;
+        for (int i = 0; i < n; i++)
+            if (t[i].d->kind == MOPE_DIST_FULL) axpy_exp(out, t[i].d->logits, t[i].d->lse, (float)t[i].w, V, true);
+        for (int i = 0; i < n; i++) {
+            if (t[i].d->kind != MOPE_DIST_TOPK) continue;
+            for (int32_t j = 0; j < t[i].d->k; j++) {
+                int32_t y = t[i].d->ids[j];
+                double p = 0;
+                for (int q = 0; q < n; q++) p += t[q].w * exp(mope_dist_logprob(t[q].d, y));
+                out[y] = (float)p;
+            }
         }
+        for (int32_t y = 0; y < V; y++) sum += out[y];
+    } else if (rule == MOPE_MIX_GEOMETRIC && all_topk(t, n)) {
+        /* Black-box experts only: every token nobody listed has the rest
+         * score, so only the listed tokens need their own value. */
+        double lz = geo_log_z(t, n);
+        if (lz == -INFINITY)
+            return mope_error_set(err, MOPE_ERANGE, "mix: no token has mass under the geometric mixture");
+        double rest = 0;
+        for (int i = 0; i < n; i++) rest += t[i].w * t[i].d->rest_logp;
+        float pr = (float)exp(rest - lz);
+        for (int32_t y = 0; y < V; y++) out[y] = pr;
+        for (int i = 0; i < n; i++)
+            for (int32_t j = 0; j < t[i].d->k; j++) {
+                int32_t y = t[i].d->ids[j];
+                double sc = 0;
+                for (int q = 0; q < n; q++) sc += t[q].w * mope_dist_logprob(t[q].d, y);
+                out[y] = (float)exp(sc - lz);
+            }
+        for (int32_t y = 0; y < V; y++) sum += out[y];
     } else if (rule == MOPE_MIX_GEOMETRIC) {
         /* Two passes (max, then exponentiate) rather than a stored score, so
          * the scores stay in double without a V-sized double buffer. */

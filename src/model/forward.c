@@ -213,7 +213,8 @@ int mope_model_forward_ex(mope_model *m, mope_kv *kv, const mope_row *rows, int 
         float *qkv_out[3] = {s->q, s->k, s->v};
         const int64_t qkv_ld[3] = {QD, KD, KD};
         if ((rc = mope_matmul_n(m, 3, qkv, s->xn, E, n_rows, qkv_out, qkv_ld, pool, err))) return rc;
-        for (int j = 0; j < 3; j++) mope_lora_apply(m, lora_slot(il, LORA_Q + j), false, s->xn, E, qkv_out[j], qkv_ld[j], pool);
+        for (int j = 0; j < 3; j++)
+            mope_lora_apply(m, lora_slot(il, LORA_Q + j), false, s->xn, E, qkv_out[j], qkv_ld[j], pool);
         c.op = OP_POST_QKV, c.width = QD;
         run_rows(&c, pool);
         c.op = OP_ATTN;
@@ -230,7 +231,8 @@ int mope_model_forward_ex(mope_model *m, mope_kv *kv, const mope_row *rows, int 
         float *gu_out[2] = {s->ff_gate, s->ff_up};
         const int64_t gu_ld[2] = {F, F};
         if ((rc = mope_matmul_n(m, 2, gu, s->xn, E, n_rows, gu_out, gu_ld, pool, err))) return rc;
-        for (int j = 0; j < 2; j++) mope_lora_apply(m, lora_slot(il, LORA_GATE + j), false, s->xn, E, gu_out[j], F, pool);
+        for (int j = 0; j < 2; j++)
+            mope_lora_apply(m, lora_slot(il, LORA_GATE + j), false, s->xn, E, gu_out[j], F, pool);
         c.op = OP_SWIGLU, c.width = F;
         run_rows(&c, pool);
         if ((rc = mope_matmul(m, &L->down, s->ff_gate, F, n_rows, s->xn, E, pool, err))) return rc;

@@ -277,7 +277,8 @@ static mope_lora *average_delta(const mope_lora *const *ls, const float *w, int 
                 const mope_lora_tensor *u = mope_lora_find(ls[j], t->name);
                 if (!u) continue;
                 if (u->n_in != t->n_in || u->n_out != t->n_out) {
-                    mope_error_set(err, MOPE_EINVAL, "delta averaging: '%s' is %lld x %lld in adapter %d, %lld x %lld in adapter %d",
+                    mope_error_set(err, MOPE_EINVAL,
+                                   "delta averaging: '%s' is %lld x %lld in adapter %d, %lld x %lld in adapter %d",
                                    t->name, (long long)u->n_in, (long long)u->n_out, j, (long long)t->n_in,
                                    (long long)t->n_out, k);
                     mope_lora_free(out);

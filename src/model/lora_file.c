@@ -58,7 +58,9 @@ static int load_pair(mope_lora *l, const mope_gguf *g, const mope_gguf_tensor *t
     char bname[80];
     snprintf(bname, sizeof bname, "%s.lora_b", stem);
     const mope_gguf_tensor *tb = mope_gguf_find_tensor(g, bname);
-    if (!tb) return mope_error_set(err, MOPE_EFORMAT, "'%s' has no matching '%s' (both halves are required)", ta->name, bname);
+    if (!tb)
+        return mope_error_set(err, MOPE_EFORMAT, "'%s' has no matching '%s' (both halves are required)", ta->name,
+                              bname);
     char sa[96], sb[96];
     shape_str(ta, sa, sizeof sa);
     shape_str(tb, sb, sizeof sb);
@@ -73,10 +75,12 @@ static int load_pair(mope_lora *l, const mope_gguf *g, const mope_gguf_tensor *t
     int64_t n_in = embd ? tb->ne[1] : ta->ne[0], n_out = embd ? ta->ne[1] : tb->ne[1];
     if (ra != rb)
         return mope_error_set(err, MOPE_EFORMAT, "LoRA ranks of '%s' disagree: lora_a %s, lora_b %s%s", stem, sa, sb,
-                              embd ? " (token_embd: lora_a [r, n_vocab], lora_b [r, n_embd])" : " (lora_a [n_in, r], lora_b [r, n_out])");
+                              embd ? " (token_embd: lora_a [r, n_vocab], lora_b [r, n_embd])"
+                                   : " (lora_a [n_in, r], lora_b [r, n_out])");
     if (ra < 1) return mope_error_set(err, MOPE_EFORMAT, "LoRA tensor '%s' has rank 0 (lora_a %s)", stem, sa);
     if (ra > 65536 || n_in < 1 || n_out < 1)
-        return mope_error_set(err, MOPE_EFORMAT, "LoRA tensor '%s' has a bad shape: lora_a %s, lora_b %s", stem, sa, sb);
+        return mope_error_set(err, MOPE_EFORMAT, "LoRA tensor '%s' has a bad shape: lora_a %s, lora_b %s", stem, sa,
+                              sb);
     float *a = to_f32(ta, err), *b = a ? to_f32(tb, err) : NULL;
     if (!a || !b) {
         mope_free(a);
@@ -145,8 +149,8 @@ mope_lora *mope_lora_from_gguf(const mope_gguf *g, const mope_model *base, mope_
                 rc = mope_error_set(err, MOPE_EFORMAT, "'%s' has no matching '%s' (both halves are required)",
                                     t->name, base_name);
         } else {
-            rc = mope_error_set(err, MOPE_EFORMAT, "unexpected tensor '%s' in a LoRA adapter (names end in .lora_a / .lora_b)",
-                                t->name);
+            rc = mope_error_set(err, MOPE_EFORMAT,
+                                "unexpected tensor '%s' in a LoRA adapter (names end in .lora_a / .lora_b)", t->name);
         }
     }
     if (!rc && l->n == 0) rc = mope_error_set(err, MOPE_EFORMAT, "the adapter has no tensors");
@@ -219,7 +223,8 @@ int mope_lora_merge(const mope_model *base, const mope_lora *l, float user_scale
                     mope_error *err) {
     if (!base || !l || !path) return mope_error_set(err, MOPE_EINVAL, "lora merge: NULL argument");
     if (wtype != MOPE_TYPE_F32 && wtype != MOPE_TYPE_F16 && wtype != MOPE_TYPE_BF16)
-        return mope_error_set(err, MOPE_EUNSUPPORTED, "lora merge: merged weights are stored as f32, f16 or bf16, not %s",
+        return mope_error_set(err, MOPE_EUNSUPPORTED,
+                              "lora merge: merged weights are stored as f32, f16 or bf16, not %s",
                               mope_type_name(wtype));
     if (!isfinite(user_scale)) return mope_error_set(err, MOPE_EINVAL, "lora merge: scale is not finite");
     int rc = mope_lora_check(l, base, err);
@@ -260,7 +265,8 @@ int mope_lora_merge(const mope_model *base, const mope_lora *l, float user_scale
         float s = mope_lora_scale(l, lt, user_scale);
         for (int64_t o = 0; o < n_out && !rc; o++) {
             if (mope_dequantize_row(t->type, (const char *)t->data + (size_t)o * rb, row, n_in) != 0) {
-                rc = mope_error_set(err, MOPE_EUNSUPPORTED, "cannot convert '%s' (%s)", t->name, mope_type_name(t->type));
+                rc = mope_error_set(err, MOPE_EUNSUPPORTED, "cannot convert '%s' (%s)", t->name,
+                                    mope_type_name(t->type));
                 break;
             }
             for (int k = 0; k < lt->rank; k++)
