@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "mope/expert.h"
+#include "mope/lora.h"
 
 typedef struct fixture {
     char path[512];
@@ -116,6 +117,16 @@ static void test_local_matches_forward(void **state) {
         assert_int_equal(mope_expert_next(e, 0, &d, &err), 0);
         assert_true(max_abs_diff(d.logits, logits, f->V) == 0);
     }
+    /* An expert that loads (and owns) its model computes the same. */
+    mope_expert *own = mope_expert_local_load(f->path, &c, &err);
+    if (!own) fail_msg("%s", err.msg);
+    mope_dist dl = {0};
+    assert_int_equal(mope_expert_start(own, 0, INSTR[0], &err), 0);
+    assert_int_equal(mope_expert_feed(own, 0, RESPONSE, 4, &err), 0);
+    assert_int_equal(mope_expert_next(own, 0, &dl, &err), 0);
+    assert_true(max_abs_diff(dl.logits, logits, f->V) < 1e-4);
+    mope_dist_free(&dl);
+    mope_expert_free(own);
     /* Restarting replays the prompt from an empty sequence. */
     assert_int_equal(mope_expert_start(e, 0, INSTR[0], &err), 0);
     assert_int_equal(mope_expert_feed(e, 0, RESPONSE, 4, &err), 0);
@@ -287,6 +298,63 @@ static void test_blackbox_and_mixing(void **state) {
     mope_expert_group_free(g);
 }
 
+/* The adapter id of an expert's config reaches its rows: a group with a
+ * base member and a LoRA member matches a direct forward with that adapter,
+ * and a standalone expert with it, and differs from the base. */
+static void test_lora_member(void **state) {
+    fixture *f = *state;
+    mope_error err = {0};
+    const mope_hparams *hp = mope_model_hparams(f->m);
+    mope_lora *l = mope_lora_new("llama", 8.0f, &err);
+    assert_non_null(l);
+    mope_rng rng;
+    mope_rng_seed(&rng, 5);
+    assert_int_equal(mope_lora_add_targets(l, hp, MOPE_LORA_ATTN | MOPE_LORA_FFN, 4, &rng, &err), 0);
+    for (int i = 0; i < mope_lora_n_tensors(l); i++) { /* B = 0 would be the identity */
+        mope_lora_tensor *t = mope_lora_tensor_at(l, i);
+        for (int64_t j = 0; j < t->n_out * t->rank; j++) t->b[j] = 0.05f * mope_rng_normal(&rng);
+    }
+    int id = mope_model_add_adapter(f->m, l, 1.0f, &err);
+    if (id < 0) fail_msg("%s", err.msg);
+
+    mope_expert_config cs[2] = {cfg("base", PREFS[1], 1), cfg("lora", PREFS[1], 1)};
+    cs[1].adapter = id;
+    mope_expert_group *g = mope_expert_group_new(f->m, cs, 2, &err);
+    if (!g) fail_msg("%s", err.msg);
+    mope_expert *alone = mope_expert_local_new(f->m, &cs[1], &err);
+    assert_non_null(alone);
+    int32_t *toks = NULL;
+    int n = ref_prompt(f, INSTR[1], PREFS[1], &toks);
+    mope_kv *kv = mope_kv_new(f->m, 1, 256, &err);
+    mope_row *rows = calloc((size_t)n, sizeof(mope_row));
+    for (int i = 0; i < n; i++) rows[i] = (mope_row){0, toks[i], i, id, i == n - 1};
+    float *ref = malloc(sizeof(float) * f->V);
+    assert_int_equal(mope_model_forward(f->m, kv, rows, n, ref, NULL, &err), 0);
+
+    mope_dist d0 = {0}, d1 = {0}, da = {0};
+    for (int k = 0; k < 2; k++) assert_int_equal(mope_expert_start(mope_expert_group_member(g, k), 0, INSTR[1], &err), 0);
+    assert_int_equal(mope_expert_start(alone, 0, INSTR[1], &err), 0);
+    assert_int_equal(mope_expert_next(mope_expert_group_member(g, 1), 0, &d1, &err), 0);
+    assert_int_equal(mope_expert_group_n_forward(g), 1); /* both members' prompts, one call */
+    assert_int_equal(mope_expert_next(mope_expert_group_member(g, 0), 0, &d0, &err), 0);
+    assert_int_equal(mope_expert_next(alone, 0, &da, &err), 0);
+    assert_true(max_abs_diff(d1.logits, ref, f->V) < 1e-4);
+    assert_true(max_abs_diff(d1.logits, da.logits, f->V) < 1e-4);
+    assert_true(max_abs_diff(d0.logits, d1.logits, f->V) > 1e-3);
+
+    mope_dist_free(&d0);
+    mope_dist_free(&d1);
+    mope_dist_free(&da);
+    free(ref);
+    free(rows);
+    free(toks);
+    mope_kv_free(kv);
+    mope_expert_free(alone);
+    mope_expert_group_free(g);
+    assert_int_equal(mope_model_remove_adapter(f->m, id, &err), 0);
+    mope_lora_free(l);
+}
+
 static void test_errors(void **state) {
     fixture *f = *state;
     mope_error err = {0};
@@ -354,6 +422,7 @@ int main(void) {
         cmocka_unit_test(test_local_matches_forward),
         cmocka_unit_test(test_group_matches_single),
         cmocka_unit_test(test_blackbox_and_mixing),
+        cmocka_unit_test(test_lora_member),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

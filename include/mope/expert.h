@@ -18,8 +18,9 @@
  *              mope_model_forward call per decode step (long prefills in
  *              calls of <= 512 rows), so K experts cost about one model
  *              pass per step.  Each member's rows carry its configured
- *              adapter id (-1 today; LoRA adapter ids once the engine
- *              accepts them).
+ *              adapter id (-1 = the base; or a LoRA adapter attached to
+ *              the model with mope_model_add_adapter, include/mope/lora.h),
+ *              so LoRA experts of one base share its weights in that call.
  *
  * Evaluation is lazy: start/feed only queue tokens; `next` runs the model.
  * For a group member, `next` evaluates the queued tokens of all members and
@@ -85,7 +86,7 @@ typedef struct mope_expert_config {
     mope_chat_template chat;       /* prompt template (MOPE_CHAT_TULU for Personalized Soups) */
     const char *preference;        /* sentence appended to the instruction after a space; NULL / "": none */
     const char *system;            /* system message; NULL / "": none */
-    int adapter;                   /* row adapter id: -1 = base model (the only value the engine takes today) */
+    int adapter;                   /* row adapter id: -1 = base model, else an id from mope_model_add_adapter */
     int n_seq;                     /* sequences (>= 1) */
     int n_ctx;                     /* positions per sequence; 0: the model's training context */
     const mope_tokenizer *tokenizer; /* borrowed; NULL: read from the model file and owned */
@@ -126,7 +127,8 @@ mope_expert *mope_expert_group_member(mope_expert_group *g, int i);
  * 512 rows, cut at sequence boundaries where possible, so each sequence's
  * prompt goes through the same kernels as it would alone (the engine picks
  * dot or GEMM kernels by row count, and they round differently): a group
- * member's logits then equal a standalone expert's bit for bit.  On an
+ * member's logits then equal a standalone expert's (bit for bit for
+ * base-model experts in the tests; the engine does not promise it).  On an
  * error every touched sequence is rolled back and the queues are kept. */
 int mope_expert_group_eval(mope_expert_group *g, mope_error *err);
 /* Rows run by the last eval that had work (for tests and statistics). */

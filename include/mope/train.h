@@ -282,7 +282,9 @@ int mope_train_step(mope_trainer *tr, const mope_train_batch *micro, int n_micro
  * parameters, general.file_type = 0) and every parameter tensor (F32, names
  * and shapes as llama.cpp's) to w.  The tensor data is referenced, not
  * copied: the model must not change until w is written.  Tokenizer keys are
- * the caller's: pre-fill w (e.g. mope_gguf_copy_kv from a tokenizer file). */
+ * the caller's: pre-fill w (e.g. mope_gguf_copy_kv from a tokenizer file).
+ * With a LoRA adapter attached this writes the (unchanged) base only: save
+ * the adapter with mope_train_model_lora_save, or merge it first. */
 int mope_train_model_to_gguf(const mope_train_model *m, mope_gguf_writer *w, mope_error *err);
 /* Writes the model (atomically: temp file + rename).  w may be NULL or a
  * writer the caller pre-filled with tokenizer keys; it is not freed. */

@@ -68,7 +68,12 @@ static const char *const HELP_CHAT =
     "  --system TEXT            system message for every example\n"
     "  --ctx C                  longest sequence (default: the model's context)\n"
     "  --strict                 a sequence longer than the context is an error\n"
-    "                           (default: its response is cut, and counted)\n";
+    "                           (default: its response is cut, and counted)\n"
+    "LoRA (sft, dpo): train only a low-rank adapter on every block linear; OUT is\n"
+    "then an adapter GGUF in llama.cpp's convention (use with --lora OUT):\n"
+    "  --lora-rank R            adapter rank (default 0: full fine-tune)\n"
+    "  --lora-alpha A           scale numerator, s = A / R (default 2R)\n"
+    "  --lora-dropout P         dropout on the adapter input, sft only (default 0)\n";
 
 typedef struct cli_train {
     const char *cmd, *data, *out, *log, *ckpt, *model, *tokenizer, *config, *system, *template_name;
@@ -77,6 +82,9 @@ typedef struct cli_train {
     bool set_dim, set_layers, set_heads, set_kv, set_ff, set_ctx, set_rope, untied, strict, quiet;
     bool lr_given, min_lr_given, beta_given, eval_given;
     int threads;
+    int lora_rank;
+    float lora_alpha, lora_dropout;
+    bool lora_alpha_given, lora_dropout_given;
     FILE *logf;
     bool tty, open;
     int64_t every;
@@ -212,6 +220,9 @@ static int parse_args(cli_train *c, int argc, char **argv, const char *help_extr
         else if (OPT(NULL, "--weight-decay")) FLT(0, 1e6, c->o.adamw.weight_decay);
         else if (OPT(NULL, "--clip")) FLT(0, 1e38, c->o.adamw.grad_clip);
         else if (OPT(NULL, "--beta")) { FLT(1e-6, 1e6, c->o.dpo_beta); c->beta_given = true; }
+        else if (OPT(NULL, "--lora-rank")) INT(1, 4096, c->lora_rank);
+        else if (OPT(NULL, "--lora-alpha")) { FLT(0, 1e6, c->lora_alpha); c->lora_alpha_given = true; }
+        else if (OPT(NULL, "--lora-dropout")) { FLT(0, 0.99, c->lora_dropout); c->lora_dropout_given = true; }
         else if (OPT(NULL, "--eval-frac")) { if (r < 0 || cli_parse_float(cmd, a, v, 0, 0.9, &c->o.eval_frac)) return CLI_EXIT_USAGE; c->eval_given = true; }
         else if (OPT(NULL, "--dim")) { INT(1, 1 << 16, c->mc.n_embd); c->set_dim = true; }
         else if (OPT(NULL, "--layers")) { INT(1, 1024, c->mc.n_layer); c->set_layers = true; }
@@ -287,6 +298,14 @@ static int run_sub(cli_train *c, mope_trainer_kind kind) {
         goto done;
     }
     if ((rc = check_vocab(c, tok, m))) goto done;
+    if (c->lora_rank > 0) {
+        float alpha = c->lora_alpha_given ? c->lora_alpha : 2.0f * (float)c->lora_rank;
+        if (mope_train_model_add_lora(m, c->lora_rank, alpha, MOPE_LORA_ALL_LINEAR, c->lora_dropout, c->o.seed,
+                                      &err)) {
+            rc = cli_fail_err(cmd, &err, "adding the LoRA adapter");
+            goto done;
+        }
+    }
     if (kind == MOPE_TRAINER_RM && !(m = mope_trainer_add_value_head(m, c->o.seed, &err))) {
         rc = cli_fail_err(cmd, &err, "adding the value head");
         goto done;
@@ -431,6 +450,14 @@ int cmd_train(int argc, char **argv) {
     bool shape = c.set_dim || c.set_layers || c.set_heads || c.set_kv || c.set_ff || c.set_rope || c.untied || c.config;
     bool chat = c.template_name || c.system || c.strict;
     if (c.beta_given && kind != MOPE_TRAINER_DPO) return cli_usage_error(c.cmd, "--beta is for 'train dpo'");
+    if ((c.lora_rank || c.lora_alpha_given || c.lora_dropout_given) && kind != MOPE_TRAINER_SFT &&
+        kind != MOPE_TRAINER_DPO)
+        return cli_usage_error(c.cmd, "--lora-* options are for 'train sft' and 'train dpo'");
+    if ((c.lora_alpha_given || c.lora_dropout_given) && !c.lora_rank)
+        return cli_usage_error(c.cmd, "--lora-alpha/--lora-dropout need --lora-rank");
+    /* DPO's reference log-probs come from the starting model, which dropout would perturb */
+    if (c.lora_dropout > 0 && kind == MOPE_TRAINER_DPO)
+        return cli_usage_error(c.cmd, "--lora-dropout is not supported with dpo");
     if (c.eval_given && kind != MOPE_TRAINER_RM) return cli_usage_error(c.cmd, "--eval-frac/--eval-every are for 'train rm'");
     if (kind == MOPE_TRAINER_LM && chat) return cli_usage_error(c.cmd, "--template/--system/--strict are for chat data");
     if (shape && (kind == MOPE_TRAINER_SFT || kind == MOPE_TRAINER_DPO || c.model))

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "mope/bundle.h"
+#include "mope/gguf.h"
 #include "mope/io.h"
 #include "prefbench/recipe_internal.h"
 
@@ -57,13 +58,13 @@ static void sizes_init(recipe_sizes *s, int tiny) {
     } else {
         *s = (recipe_sizes){.max_concepts = 6000, .variants = 2, .vocab = 4096,
                             .dim = 256, .layers = 4, .heads = 8, .kv_heads = 4, .ff = 688, .ctx = 256,
-                            .lm_steps = 1200, .lm_batch = 8, .lm_lr = 1e-3f,
-                            .sft_steps = 600, .sft_batch = 16, .sft_lr = 5e-4f, .follow_frac = 0.3,
-                            .lora_rank = 16, .lora_alpha = 32, .exp_steps = 250, .exp_batch = 16, .exp_lr = 1e-3f,
+                            .lm_steps = 800, .lm_batch = 8, .lm_lr = 1.5e-3f,
+                            .sft_steps = 500, .sft_batch = 16, .sft_lr = 6e-4f, .follow_frac = 0.3,
+                            .lora_rank = 16, .lora_alpha = 32, .exp_steps = 150, .exp_batch = 16, .exp_lr = 2e-3f,
                             .rm_dim = 128, .rm_layers = 3, .rm_heads = 4, .rm_kv_heads = 2, .rm_ff = 344,
-                            .rm_lm_steps = 500, .rm_steps = 400, .rm_batch = 16, .rm_lm_lr = 1.5e-3f, .rm_lr = 5e-4f,
+                            .rm_lm_steps = 400, .rm_steps = 150, .rm_batch = 16, .rm_lm_lr = 2e-3f, .rm_lr = 1e-3f,
                             .rm_margin = 0.2,
-                            .n_sample_prompts = 1200, .n_eval_prompts = 300, .n_ref_train = 2000,
+                            .n_sample_prompts = 600, .n_eval_prompts = 300, .n_ref_train = 2000,
                             .gen_max_tokens = 160, .gen_slots = 64};
     }
 }
@@ -114,6 +115,43 @@ static int mkdirs(const char *path, mope_error *err) {
         }
     }
     return 0;
+}
+
+/* Rewrites a GGUF with its 2-D F32 tensors stored as F16 (vectors stay
+ * F32): halves the committed size; every loader converts back to f32. */
+static int to_f16(const char *path, mope_error *err) {
+    mope_gguf *g = mope_gguf_open(path, err);
+    if (!g) return err ? err->code : MOPE_EIO;
+    mope_gguf_writer *w = mope_gguf_writer_new();
+    int64_t nt = mope_gguf_n_tensors(g);
+    uint16_t **bufs = calloc((size_t)(nt > 0 ? nt : 1), sizeof *bufs);
+    int rc = w && bufs ? mope_gguf_copy_kv(w, g, NULL) : MOPE_ENOMEM;
+    if (rc) rc = mope_error_set(err, rc, "%s: copying the keys failed", path);
+    for (int64_t i = 0; !rc && i < nt; i++) {
+        const mope_gguf_tensor *t = mope_gguf_tensor_at(g, i);
+        const void *data = t->data;
+        mope_type ty = t->type;
+        if (t->type == MOPE_TYPE_F32 && t->n_dims == 2) {
+            if (!(bufs[i] = malloc((size_t)t->n_elements * sizeof(uint16_t)))) {
+                rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
+                break;
+            }
+            const float *f = t->data;
+            for (int64_t j = 0; j < t->n_elements; j++) bufs[i][j] = mope_f32_to_f16(f[j]);
+            data = bufs[i];
+            ty = MOPE_TYPE_F16;
+        }
+        rc = mope_gguf_add_tensor(w, t->name, ty, t->n_dims, t->ne, data, err);
+    }
+    /* llama.cpp's LLAMA_FTYPE_MOSTLY_F16 */
+    if (!rc && mope_gguf_find_key(g, "general.file_type") >= 0) rc = mope_gguf_set_u32(w, "general.file_type", 1);
+    if (!rc) rc = mope_gguf_writer_write(w, path, err);
+    for (int64_t i = 0; bufs && i < nt; i++) free(bufs[i]);
+    free(bufs);
+    mope_gguf_writer_free(w);
+    mope_gguf_close(g);
+    if (rc) mope_error_prefix(err, "storing %s as f16", path);
+    return rc;
 }
 
 /* ---- stamps ---- */
@@ -565,6 +603,7 @@ static int stage_base(recipe_ctx *c, mope_error *err) {
     recipe_log(c, "base_sft: instruction tuning in the Tulu format");
     memset(&rep, 0, sizeof rep);
     rc = recipe_train_sft(c, base_lm, sft, s->sft_steps, s->sft_batch, s->sft_lr, seed, base, &rep, err);
+    if (!rc) rc = to_f16(base, err);
     if (rc) return mope_error_prefix(err, "base_sft");
     snprintf(cmd, sizeof cmd, "mope train sft -m base_lm.gguf --data base_sft.jsonl --template tulu --steps %lld "
                               "--batch %d --lr %g --warmup %lld",
@@ -606,6 +645,7 @@ static int stage_experts(recipe_ctx *c, mope_error *err) {
             snprintf(cmd, sizeof cmd, "mope train sft -m base.gguf --data expert_%s.jsonl --steps %lld --batch %d --lr %g",
                      RECIPE_CHOICE[k], (long long)s->exp_steps, s->exp_batch, s->exp_lr);
         }
+        if (!rc) rc = to_f16(out, err);
         if (rc) return mope_error_prefix(err, "%s", stage);
         char title[128];
         snprintf(title, sizeof title, "Expert %s (%s)", RECIPE_CHOICE[k], RECIPE_CHOICE_NAME[k]);
@@ -663,6 +703,7 @@ static int stage_rewards(recipe_ctx *c, mope_error *err) {
         recipe_log(c, "%s: Bradley-Terry reward model for %s", stage, RECIPE_CHOICE_NAME[k]);
         recipe_train_report rep = {0};
         rc = recipe_train_rm(c, trunk, data, s->rm_steps, s->rm_batch, s->rm_lr, seed, out, &rep, err);
+        if (!rc) rc = to_f16(out, err);
         if (rc) return mope_error_prefix(err, "%s", stage);
         snprintf(cmd, sizeof cmd, "mope train rm -m rm_trunk.gguf --data pairs_%s.jsonl --steps %lld --batch %d --lr %g",
                  RECIPE_CHOICE[k], (long long)s->rm_steps, s->rm_batch, s->rm_lr);
@@ -754,6 +795,24 @@ static int write_card(recipe_ctx *c, mope_error *err) {
                      c->o->tiny ? " (tiny)" : "", c->o->tiny ? " --tiny" : "", (unsigned long long)c->seed,
                      c->n_threads);
     if (n < 0) return mope_error_set(err, MOPE_ENOMEM, "out of memory");
+    /* what is committed, with sizes */
+    recipe_card(c, "## Files\n\n| file | bytes |\n|---|---|\n");
+    long long total = 0;
+    const char *fixed[] = {"bundle.json", "tokenizer.gguf", "base.gguf", "references.jsonl"};
+    for (int i = 0; i < 4 + 12; i++) {
+        char name[64], fp[4200];
+        if (i < 4) snprintf(name, sizeof name, "%s", fixed[i]);
+        else snprintf(name, sizeof name, "%s/%s.gguf", i < 10 ? "experts" : "rm", RECIPE_CHOICE[(i - 4) % 6]);
+        recipe_path(fp, sizeof fp, c->out, name);
+        struct stat st;
+        if (stat(fp, &st) != 0) continue;
+        recipe_card(c, "| %s | %lld |\n", name, (long long)st.st_size);
+        total += st.st_size;
+    }
+    recipe_card(c, "| total (without this card) | %lld |\n\nIntermediates (corpus, training files, "
+                   "stamps, checkpoints, evaluation records) are in the work folder (default `OUT.work`), not "
+                   "committed.\n",
+                total);
     size_t lh = strlen(head), lc = c->card_len;
     char *all = malloc(lh + lc + 1);
     if (!all) {

@@ -138,8 +138,9 @@ static int fill_writer(const run *r, mope_gguf_writer *w, bool ckpt, mope_error 
 }
 
 static int params_finite(mope_train_model *m, mope_error *err) {
-    const float *p = mope_train_model_params(m);
-    size_t n = mope_train_model_n_params(m);
+    /* the trainable buffer: frozen base parameters cannot have changed */
+    const float *p = mope_train_model_trainable_params(m);
+    size_t n = mope_train_model_n_trainable(m);
     for (size_t i = 0; i < n; i++)
         if (!isfinite(p[i]))
             return mope_error_set(err, MOPE_ESTATE, "a parameter is not finite (learning rate too high?)");
@@ -399,8 +400,13 @@ int mope_trainer_run(const mope_trainer_opts *o, mope_train_model *model, const 
         rc = params_finite(r.m, err);
         mope_gguf_writer *w = rc ? NULL : mope_gguf_writer_new();
         if (!rc && !w) rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
-        if (!rc) rc = fill_writer(&r, w, false, err);
-        if (!rc) rc = mope_train_model_save(r.m, o->out, w, err);
+        /* With an adapter only the adapter was trained: the output is the
+         * adapter file (no tokenizer keys: it is applied to its base). */
+        bool lora = mope_train_model_has_lora(r.m);
+        if (!rc && lora && mope_gguf_set_str(w, "mope.trainer.kind", mope_trainer_kind_name(o->kind)))
+            rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
+        if (!rc && !lora) rc = fill_writer(&r, w, false, err);
+        if (!rc) rc = lora ? mope_train_model_lora_save(r.m, o->out, w, err) : mope_train_model_save(r.m, o->out, w, err);
         if (rc) mope_error_prefix(err, "writing %s", o->out);
         mope_gguf_writer_free(w);
     }

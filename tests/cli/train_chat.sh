@@ -69,6 +69,33 @@ assert rows[0]["score"] > rows[1]["score"], rows     # the marker scores higher
 assert "score_chosen" in rows[2] and "score_rejected" in rows[2], rows
 print("scores:", rows[0]["score"], rows[1]["score"])
 PY
+# LoRA SFT: the output is an adapter (llama.cpp convention) whose loss falls,
+# the base stays as it was, and the adapter applies with --lora
+python3 -c "
+import json
+with open('$WORK/const.jsonl', 'w') as f:
+    for i in range(40): f.write(json.dumps({'prompt': 'what is sun', 'response': 'sky sea tree'}) + '\\n')
+"
+"$MOPE" train sft -m "$WORK/base.gguf" --data "$WORK/const.jsonl" --steps 40 --batch 4 --lr 1e-2 -t 1 \
+  --lora-rank 4 --out "$WORK/lora.gguf" --log "$WORK/lora.csv" >"$WORK/lora.out" 2>/dev/null
+"$MOPE" info "$WORK/lora.gguf" >"$WORK/lora.info"
+expect_grep "adapter type" "adapter.type.*lora" "$WORK/lora.info"
+expect_grep "adapter tensor" "blk.0.attn_q.weight.lora_a" "$WORK/lora.info"
+python3 - "$WORK/lora.csv" <<'PY'
+import sys
+rows = [float(l.split(",")[1]) for l in open(sys.argv[1]) if l[0].isdigit()]
+first, last = sum(rows[:5]) / 5, sum(rows[-5:]) / 5
+print("lora sft loss (mean of 5 steps)", first, "->", last)
+assert last < first - 0.1, (first, last)
+PY
+"$MOPE" logits -m "$WORK/base.gguf" -p "what is sun" -o "$WORK/l0.bin" -t 1
+"$MOPE" logits -m "$WORK/base.gguf" --lora "$WORK/lora.gguf" -p "what is sun" -o "$WORK/l1.bin" -t 1
+if cmp -s "$WORK/l0.bin" "$WORK/l1.bin"; then echo "FAIL: the trained adapter changes nothing" >&2; exit 1; fi
+"$MOPE" generate -m "$WORK/base.gguf" --lora "$WORK/lora.gguf" -p "what is sun" --chat -n 4 -t 1 >/dev/null 2>&1
+fails_cleanly "$MOPE" train rm -m "$WORK/base.gguf" --data "$WORK/pref.jsonl" --lora-rank 4 --out "$WORK/x.gguf"
+fails_cleanly "$MOPE" train dpo -m "$WORK/base.gguf" --data "$WORK/pref.jsonl" --lora-rank 4 --lora-dropout 0.1 \
+  --out "$WORK/x.gguf"
+
 fails_cleanly "$MOPE" score --rm "$WORK/base.gguf" --data "$WORK/score.jsonl"
 expect_grep "not an rm" "no value head" "$WORK/fc.err"
 echo "train_chat: ok"
