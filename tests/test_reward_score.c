@@ -151,6 +151,39 @@ static void test_text_matches_trainer_format(void **state) {
         mope_seq_free(&s);
     }
     assert_true(R[0] != R[1]);
+
+    /* utility of a 2-choice preference: expected from the trainer's scores
+     * of response and reference under two reward models */
+    char path2[512];
+    tmp_path(path2, sizeof path2, "rm2");
+    mope_train_model *m2 = make_rm(mope_tokenizer_n_vocab(tok), 31);
+    assert_int_equal(mope_train_model_save(m2, path2, NULL, &err), 0);
+    mope_reward_model *rm2 = mope_reward_load(path2, 2, 0, NULL, &err);
+    assert_non_null(rm2);
+    mope_seq sr, sf;
+    assert_int_equal(mope_dataset_make_seq(&o, prompt, resp[0], &sr, NULL, &err), 0);
+    assert_int_equal(mope_dataset_make_seq(&o, prompt, resp[1], &sf, NULL, &err), 0);
+    const mope_seq *both[2] = {&sr, &sf};
+    float s1[2], s2[2];
+    assert_int_equal(mope_trainer_seq_score(m, both, 2, 2, s1, &err), 0);
+    assert_int_equal(mope_trainer_seq_score(m2, both, 2, 2, s2, &err), 0);
+    double e1 = 1.0 / (1.0 + exp(-(s1[0] - s1[1]))), e2 = 1.0 / (1.0 + exp(-(s2[0] - s2[1])));
+    mope_reward_model *rms[2] = {rm, rm2};
+    double u, rr[2], a[2] = {3, 1};
+    assert_int_equal(mope_reward_preference_utility(rms, 2, &o, prompt, resp[0], resp[1], NULL, NULL, &u, rr, &err), 0);
+    assert_true(fabs(rr[0] - e1) < 1e-5 && fabs(rr[1] - e2) < 1e-5);
+    assert_true(fabs(u - (e1 + e2) / 2) < 1e-5);
+    assert_true(fabs(rr[0] - 0.5) > 1e-3); /* not a trivial 1/2 */
+    float Rref[2] = {s1[1], s2[1]};
+    assert_int_equal(mope_reward_preference_utility(rms, 2, &o, prompt, resp[0], NULL, Rref, a, &u, NULL, &err), 0);
+    assert_true(fabs(u - (3 * e1 + e2) / 4) < 1e-5);
+    assert_int_equal(mope_reward_preference_utility(rms, 2, &o, prompt, resp[0], NULL, NULL, NULL, &u, NULL, &err),
+                     MOPE_EINVAL);
+    mope_seq_free(&sr);
+    mope_seq_free(&sf);
+    mope_reward_free(rm2);
+    mope_train_model_free(m2);
+    unlink(path2);
     mope_reward_free(rm);
     mope_train_model_free(m);
     mope_tokenizer_free(tok);

@@ -101,6 +101,9 @@ double mope_pcm_grad_norm(mope_pcm *p);
 int mope_pcm_apply(mope_pcm *p, const mope_adamw_config *c, float *lr_out, float *norm_out, mope_error *err);
 int64_t mope_pcm_step_count(const mope_pcm *p);
 
+/* Adds the PCM's keys and tensors (data referenced: p must not change until
+ * w is written) and, when tok is given, the tokenizer keys to w. */
+int mope_pcm_to_gguf(const mope_pcm *p, mope_gguf_writer *w, const mope_tokenizer *tok, mope_error *err);
 /* Writes trunk + head + keys atomically.  tok (may be NULL) supplies the
  * tokenizer keys so the file is self-contained. */
 int mope_pcm_save(const mope_pcm *p, const char *path, const mope_tokenizer *tok, mope_error *err);
@@ -132,6 +135,11 @@ typedef struct mope_pcm_infer mope_pcm_infer;
 mope_pcm_infer *mope_pcm_infer_from_gguf(mope_gguf *g, bool take_ownership, int n_seq, int n_ctx, mope_pool *pool,
                                          mope_error *err);
 mope_pcm_infer *mope_pcm_infer_load(const char *path, int n_seq, int n_ctx, mope_pool *pool, mope_error *err);
+/* An inference view of the trainable PCM's current parameters, built in
+ * memory (no file): what rollouts use between REBEL updates.  tok (may be
+ * NULL) is stored for start_text. */
+mope_pcm_infer *mope_pcm_to_infer(const mope_pcm *p, const mope_tokenizer *tok, int n_seq, int n_ctx,
+                                  mope_pool *pool, mope_error *err);
 void mope_pcm_infer_free(mope_pcm_infer *pi);
 const mope_pcm_meta *mope_pcm_infer_meta(const mope_pcm_infer *pi);
 /* The tokenizer stored in the file, or NULL when it has none. */

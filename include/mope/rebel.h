@@ -33,7 +33,9 @@
 #define MOPE_REBEL_H
 
 #include "mope/core.h"
+#include "mope/expert.h"
 #include "mope/pcm.h"
+#include "mope/sampler.h"
 #include "mope/train.h"
 
 #ifdef __cplusplus
@@ -103,6 +105,75 @@ int mope_rebel_accumulate(mope_pcm *p, const mope_rebel_pair *pairs, int n, cons
  * st (may be NULL) gets the loss before the update. */
 int mope_rebel_step(mope_pcm *p, const mope_rebel_pair *pairs, int n, const mope_rebel_opts *o,
                     mope_rebel_stats *st, mope_error *err);
+
+/* ---- rollouts (src/rl/rollout.c) ----
+ * Samples responses from the mixture policy: at every step the PCM's
+ * weights (engine, KV cache) mix the K experts' next-token distributions
+ * under the PCM's rule (mope_mix_step), the sampler draws a token from the
+ * mixture probabilities, and the experts' probabilities of that token
+ * (mope_mix_token_probs) are recorded with the mixture's log-probability.
+ * logp sums the log-probabilities of the untempered mixture -- the quantity
+ * REBEL's log-ratios use -- whatever filters the sampler applies.
+ *
+ * n rollouts run in lockstep on sequences 0..n-1 of the PCM and of every
+ * expert: all sequences' new tokens are fed before any distribution is
+ * asked for, so a PCM step is one engine forward and experts in a group
+ * evaluate every sequence in one forward too.  A rollout ends after an
+ * end-of-generation token (which it keeps) or after max_tokens tokens
+ * (then truncated = true). */
+typedef struct mope_rollout {
+    int32_t *tokens;       /* PCM input: prompt_len prompt tokens, then the n_resp response tokens */
+    int prompt_len, n_resp;
+    float *expert_probs;   /* n_resp x K */
+    double logp;           /* log pi_t(y|x) under the mixture it was sampled from */
+    bool truncated;
+    int K;
+} mope_rollout;
+
+/* tok: the experts' (and PCM's) tokenizer, for the PCM prompt and the end
+ * of generation; NULL = the one stored in the PCM file.  experts[K] must
+ * match the PCM's expert count, have n_seq >= n, and share its vocabulary.
+ * out[n] is filled (free each with mope_rollout_free, also after failure). */
+int mope_rollout_generate(mope_pcm_infer *pcm, mope_expert *const *experts, int K, const mope_tokenizer *tok, int n,
+                          const char *const *instructions, const char *const *preferences, mope_sampler *sampler,
+                          int max_tokens, mope_rollout *out, mope_error *err);
+void mope_rollout_free(mope_rollout *r);
+/* The REBEL view of a rollout (borrows its arrays) with reward r. */
+mope_rebel_sample mope_rollout_sample(const mope_rollout *r, double reward);
+
+/* ---- one REBEL iteration (src/rl/iterate.c) ----
+ * For n (instruction, preference) items: builds the inference view of the
+ * PCM's current parameters (mope_pcm_to_infer), samples two rollouts per
+ * item (sequences 2i and 2i+1 of the PCM and of every expert, which need
+ * n_seq >= 2n), asks the caller's reward function for each rollout's
+ * reward, pairs the two rollouts of each item, and runs `epochs` REBEL
+ * updates (mope_rebel_step) on that batch.  This is the loop body of
+ * `mope train pcm`; rollouts are returned in out_rollouts when non-NULL
+ * (2n of them, freed by the caller with mope_rollout_free) for logging. */
+typedef int (*mope_rebel_reward_fn)(void *user, int item, const mope_rollout *r, double *reward, mope_error *err);
+
+typedef struct mope_rebel_iter_opts {
+    mope_rebel_opts rebel;
+    int max_tokens;   /* response length limit (>= 1) */
+    int epochs;       /* REBEL updates per batch of rollouts (>= 1) */
+} mope_rebel_iter_opts;
+
+/* REBEL defaults, 64 tokens, 4 epochs (as REBEL's chat runs). */
+void mope_rebel_iter_opts_init(mope_rebel_iter_opts *o);
+
+typedef struct mope_rebel_iter_stats {
+    double mean_reward;      /* over the 2n rollouts, before the length penalty */
+    double mean_len;         /* response tokens */
+    double truncated_share;  /* rollouts that hit max_tokens without EOS */
+    mope_rebel_stats first;  /* the first update's statistics (log-ratios ~0) */
+    mope_rebel_stats last;   /* the last update's */
+    double loss_after;       /* the batch loss after the last update */
+} mope_rebel_iter_stats;
+
+int mope_rebel_iterate(mope_pcm *pcm, mope_expert *const *experts, int K, const mope_tokenizer *tok, int n,
+                       const char *const *instructions, const char *const *preferences, mope_sampler *sampler,
+                       mope_rebel_reward_fn reward, void *user, const mope_rebel_iter_opts *o,
+                       mope_rebel_iter_stats *st, mope_rollout *out_rollouts, mope_error *err);
 
 #ifdef __cplusplus
 }

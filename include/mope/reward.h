@@ -54,6 +54,19 @@ double mope_reward_bt_normalise(double R, double R_ref);
  * finite. */
 int mope_reward_utility(const double *r, const double *weights, int n, double *out, mope_error *err);
 
+/* The utility of a response for a preference made of n choices, given the
+ * reward model of each choice (rms[n]) and a reference response:
+ *   r_i = sigmoid(R_i(prompt, response) - R_i(prompt, reference)),
+ *   utility = sum_i a_i r_i / sum_i a_i   (weights a = NULL: plain mean).
+ * Both texts are formatted as the reward trainer formats them (o).  R_ref
+ * (may be NULL) gives the reference scores when already known (they are
+ * fixed per prompt); r_out (may be NULL) receives the n normalised
+ * rewards. */
+int mope_reward_preference_utility(mope_reward_model *const *rms, int n, const mope_dataset_opts *o,
+                                   const char *prompt, const char *response, const char *reference,
+                                   const float *R_ref, const double *weights, double *utility, double *r_out,
+                                   mope_error *err);
+
 #ifdef __cplusplus
 }
 #endif

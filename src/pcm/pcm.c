@@ -273,24 +273,26 @@ int mope_pcm_apply(mope_pcm *p, const mope_adamw_config *c, float *lr_out, float
 
 /* ---- file format ---- */
 
+int mope_pcm_to_gguf(const mope_pcm *p, mope_gguf_writer *w, const mope_tokenizer *tok, mope_error *err) {
+    if (!p || !w) return mope_error_set(err, MOPE_EINVAL, "pcm to_gguf: bad arguments");
+    int rc = 0;
+    if (tok) rc = mope_tokenizer_write_gguf_kv(tok, w, err);
+    if (!rc) rc = mope_train_model_to_gguf(p->trunk, w, err);
+    if (rc) return rc;
+    int64_t ne_w[2] = {p->C, p->K}, ne_b[1] = {p->K};
+    if (mope_gguf_set_arr_str(w, "mope.pcm.experts", (const char *const *)p->experts, NULL, (uint64_t)p->K) ||
+        mope_gguf_set_str(w, "mope.pcm.rule", mope_mix_rule_name(p->rule)) ||
+        mope_gguf_set_str(w, "mope.pcm.input_format", MOPE_PCM_INPUT_FORMAT))
+        return mope_error_set(err, MOPE_ENOMEM, "out of memory");
+    if ((rc = mope_gguf_add_tensor(w, "mope.pcm.head.weight", MOPE_TYPE_F32, 2, ne_w, p->head, err))) return rc;
+    return mope_gguf_add_tensor(w, "mope.pcm.head.bias", MOPE_TYPE_F32, 1, ne_b, p->head + (size_t)p->K * p->C, err);
+}
+
 int mope_pcm_save(const mope_pcm *p, const char *path, const mope_tokenizer *tok, mope_error *err) {
     if (!p || !path) return mope_error_set(err, MOPE_EINVAL, "pcm save: bad arguments");
     mope_gguf_writer *w = mope_gguf_writer_new();
     if (!w) return mope_error_set(err, MOPE_ENOMEM, "out of memory");
-    int rc = 0;
-    if (tok) rc = mope_tokenizer_write_gguf_kv(tok, w, err);
-    if (!rc) rc = mope_train_model_to_gguf(p->trunk, w, err);
-    if (!rc) {
-        int64_t ne_w[2] = {p->C, p->K}, ne_b[1] = {p->K};
-        if (mope_gguf_set_arr_str(w, "mope.pcm.experts", (const char *const *)p->experts, NULL, (uint64_t)p->K) ||
-            mope_gguf_set_str(w, "mope.pcm.rule", mope_mix_rule_name(p->rule)) ||
-            mope_gguf_set_str(w, "mope.pcm.input_format", MOPE_PCM_INPUT_FORMAT))
-            rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
-        if (!rc) rc = mope_gguf_add_tensor(w, "mope.pcm.head.weight", MOPE_TYPE_F32, 2, ne_w, p->head, err);
-        if (!rc)
-            rc = mope_gguf_add_tensor(w, "mope.pcm.head.bias", MOPE_TYPE_F32, 1, ne_b, p->head + (size_t)p->K * p->C,
-                                      err);
-    }
+    int rc = mope_pcm_to_gguf(p, w, tok, err);
     if (!rc) rc = mope_gguf_writer_write(w, path, err);
     mope_gguf_writer_free(w);
     return rc ? mope_error_prefix(err, "saving PCM %s", path) : 0;

@@ -26,6 +26,7 @@ struct mope_pcm_infer {
     int rows_cap;
     float *hid;          /* n_seq x C */
     int *which;          /* sequences whose hidden state is row i of hid */
+    void *image;         /* the in-memory GGUF of mope_pcm_to_infer (freed after the model) */
 };
 
 mope_pcm_infer *mope_pcm_infer_from_gguf(mope_gguf *g, bool take_ownership, int n_seq, int n_ctx, mope_pool *pool,
@@ -90,6 +91,7 @@ void mope_pcm_infer_free(mope_pcm_infer *pi) {
     mope_free(pi->hid);
     mope_kv_free(pi->kv);
     mope_model_free(pi->model);
+    mope_free(pi->image);
     mope_tokenizer_free(pi->tok);
     mope_pcm_meta_free(&pi->meta);
     free(pi);
@@ -205,4 +207,39 @@ int mope_pcm_infer_weights(mope_pcm_infer *pi, int seq, float *w, mope_error *er
     if (!s->fresh && (rc = mope_pcm_infer_eval(pi, err))) return rc;
     memcpy(w, s->w, sizeof(float) * (size_t)pi->meta.K);
     return 0;
+}
+
+mope_pcm_infer *mope_pcm_to_infer(const mope_pcm *p, const mope_tokenizer *tok, int n_seq, int n_ctx,
+                                  mope_pool *pool, mope_error *err) {
+    mope_gguf_writer *w = mope_gguf_writer_new();
+    void *buf = NULL, *image = NULL;
+    size_t size = 0;
+    if (!w) {
+        mope_error_set(err, MOPE_ENOMEM, "out of memory");
+        return NULL;
+    }
+    int rc = mope_pcm_to_gguf(p, w, tok, err);
+    if (!rc) rc = mope_gguf_writer_to_memory(w, &buf, &size, err);
+    mope_gguf_writer_free(w);
+    /* the engine reads weights in place: give them the alignment a mapped
+     * file would have */
+    if (!rc && !(image = mope_alloc(size, 1))) rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
+    if (!rc) memcpy(image, buf, size);
+    free(buf);
+    if (rc) {
+        mope_free(image);
+        return NULL;
+    }
+    mope_gguf *g = mope_gguf_open_memory(image, size, err);
+    if (!g) {
+        mope_free(image);
+        return NULL;
+    }
+    mope_pcm_infer *pi = mope_pcm_infer_from_gguf(g, true, n_seq, n_ctx, pool, err);
+    if (!pi) {
+        mope_free(image);
+        return NULL;
+    }
+    pi->image = image;
+    return pi;
 }

@@ -482,8 +482,7 @@ int recipe_stage_eval(recipe_ctx *c, mope_error *err) {
                        RECIPE_CHOICE[k], sh, psh, N ? g_b / N : 0, N ? g_e / N : 0, rm_acc[k], rm_n[k]);
         }
         fprintf(m, "\n*pass*: shift >= 1, expert gate >= half the base's, RM accuracy >= 0.9. Per-answer records: "
-                   "`%s.work/eval_test.jsonl` (not committed).\n\n",
-                "models/prefbench");
+                   "`eval_test.jsonl` in the work folder (not committed).\n\n");
         if (fclose(m) != 0) rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
     }
     free(sc);

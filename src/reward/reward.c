@@ -191,3 +191,39 @@ int mope_reward_utility(const double *r, const double *weights, int n, double *o
     *out = s / sw;
     return 0;
 }
+
+int mope_reward_preference_utility(mope_reward_model *const *rms, int n, const mope_dataset_opts *o,
+                                   const char *prompt, const char *response, const char *reference,
+                                   const float *R_ref, const double *weights, double *utility, double *r_out,
+                                   mope_error *err) {
+    if (!rms || n < 1 || !o || !prompt || !response || (!reference && !R_ref) || !utility)
+        return mope_error_set(err, MOPE_EINVAL, "preference utility: bad arguments");
+    mope_seq s[2];
+    memset(s, 0, sizeof s);
+    double *r = malloc(sizeof(double) * (size_t)n);
+    if (!r) return mope_error_set(err, MOPE_ENOMEM, "out of memory");
+    int rc = mope_dataset_make_seq(o, prompt, response, &s[0], NULL, err);
+    if (!rc && !R_ref) rc = mope_dataset_make_seq(o, prompt, reference, &s[1], NULL, err);
+    const mope_seq *ps[2] = {&s[0], &s[1]};
+    for (int i = 0; i < n && !rc; i++) {
+        float R[2];
+        if (!rms[i]) {
+            rc = mope_error_set(err, MOPE_EINVAL, "preference utility: reward model %d is NULL", i);
+            break;
+        }
+        /* response and reference go through one forward call */
+        if ((rc = mope_reward_score_seqs(rms[i], ps, R_ref ? 1 : 2, R, err))) break;
+        if (R_ref) R[1] = R_ref[i];
+        if (!isfinite(R[0]) || !isfinite(R[1])) {
+            rc = mope_error_set(err, MOPE_ESTATE, "preference utility: reward model %d gave a non-finite score", i);
+            break;
+        }
+        r[i] = mope_reward_bt_normalise(R[0], R[1]);
+    }
+    if (!rc) rc = mope_reward_utility(r, weights, n, utility, err);
+    if (!rc && r_out) memcpy(r_out, r, sizeof(double) * (size_t)n);
+    mope_seq_free(&s[0]);
+    mope_seq_free(&s[1]);
+    free(r);
+    return rc ? mope_error_prefix(err, "preference utility") : 0;
+}
