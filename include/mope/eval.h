@@ -22,6 +22,7 @@
 #define MOPE_EVAL_H
 
 #include "mope/core.h"
+#include "mope/sampler.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -123,6 +124,97 @@ char *mope_eval_svg_bars(const char *title, const char *y_label, const char *con
  * where broken).  Malloc'd document. */
 char *mope_eval_svg_lines(const char *title, const char *x_label, const char *y_label, const char *const *series,
                           int n_series, const double *values, int n_points, mope_error *err);
+
+
+/* ------------------------------------------------------------------ */
+/* Reports from a results table                                        */
+/* ------------------------------------------------------------------ */
+
+typedef struct mope_eval_report_info {
+    const char *title;          /* first heading; NULL: "Evaluation" */
+    const char *command;        /* the command line, shown verbatim (may be NULL) */
+    const char *settings;       /* one line of sampling settings (may be NULL) */
+    double tie_eps;             /* |a - b| <= tie_eps is a tie */
+    bool have_labeler, have_rm; /* which utilities were measured */
+    const int *topk;            /* the top-k study's k per study method, in method order (<= 0: none) */
+    const char *const *notes;   /* lines listed under "Notes" */
+    int n_notes;
+} mope_eval_report_info;
+
+/* results.md: the tables of mean utility (labeler, then reward models) per
+ * method x combination with an average column and the count of
+ * combinations where the target is >= every baseline; the win/tie/loss
+ * table of the target against each baseline per combination (by labeler
+ * utility when measured, else reward-model utility); the top-k table of the
+ * study methods; the notes.  Malloc'd. */
+char *mope_eval_report_md(const mope_eval_results *r, const mope_eval_report_info *info, mope_error *err);
+/* summary.json: the same numbers as JSON (means, averages, counts,
+ * win/tie/loss).  Malloc'd. */
+char *mope_eval_report_json(const mope_eval_results *r, const mope_eval_report_info *info, mope_error *err);
+/* utility.svg: grouped bars, one group per combination plus "average", one
+ * bar per method that is not a study variant. */
+char *mope_eval_report_svg(const mope_eval_results *r, int which, mope_error *err);
+
+
+/* ------------------------------------------------------------------ */
+/* The run: `mope eval` (src/eval/eval_run*.c)                          */
+/* ------------------------------------------------------------------ */
+
+/* A labeler: the utility in [0, 1] of response for each of n choices (ids
+ * like "P1A") into out[n].  concept may be NULL (the labeler derives it). */
+typedef int (*mope_eval_label_fn)(void *user, const char *prompt, const char *concept, const char *response,
+                                  const char *const *choices, int n_choices, double *out, mope_error *err);
+
+typedef struct mope_eval_progress {
+    long done, total;       /* generations (skipped ones from a resumed file count as done) */
+    long resumed;           /* of done, taken from an existing generations.jsonl */
+    double elapsed_s, eta_s; /* eta_s < 0: unknown yet */
+    const char *combo, *method; /* what is running now */
+} mope_eval_progress;
+
+typedef void (*mope_eval_progress_fn)(void *user, const mope_eval_progress *p);
+/* Informative lines (a method skipped and why, ...). */
+typedef void (*mope_eval_note_fn)(void *user, const char *line);
+
+typedef struct mope_eval_opts {
+    const char *bundle;         /* manifest path (required) */
+    const char *prompts;        /* JSONL {"id","prompt"[,"concept"]} (required) */
+    const char *out_dir;        /* created if missing (required) */
+    int n_prompts;              /* first N prompts; 0: all */
+    const char *const *methods; /* method names (mope_method_parse, plus "experts" = every chosen expert);
+                                   NULL: every available one */
+    int n_methods;
+    const char *const *combos;  /* "P1A+P2B+P3A" (or comma-free "P1A P2B"); NULL: every full combination */
+    int n_combos;
+    const char *target;         /* compared against the baselines; NULL: "mope" when available, else none */
+    bool topk_study;            /* the target also at k = topk_ks (black-box mode) */
+    const int *topk_ks;         /* NULL: 1, 5, 20 */
+    int n_topk;
+    mope_sampler_params sampler;
+    int max_tokens;             /* per response (>= 1) */
+    int n_threads;              /* 0: all CPUs */
+    int max_batch;              /* prompts per batch; 0: 4 */
+    double tie_eps;             /* win/tie/loss tolerance */
+    bool no_resume;             /* regenerate everything (else reuse matching records) */
+    const char *command;        /* the command line, for results.md (may be NULL) */
+    mope_eval_label_fn label;   /* NULL: no labeler scores */
+    void *label_user;
+    mope_eval_progress_fn progress;
+    mope_eval_note_fn note;
+    void *log_user;
+} mope_eval_opts;
+
+/* Defaults: sampler defaults, 128 tokens, tie_eps 1e-9, the rest 0 / NULL. */
+void mope_eval_opts_init(mope_eval_opts *o);
+
+/* Runs the evaluation and writes out_dir/{generations.jsonl, results.md,
+ * utility.svg, weights.svg (when a target method ran), summary.json}.
+ * Generations are appended to generations.jsonl as they finish; a rerun
+ * with the same settings skips the (id, preference, method) records already
+ * there.  Deterministic for a seed: the seed of a generation depends only
+ * on the seed, the prompt's position and the combination (the same for
+ * every method, so methods are compared on common random numbers). */
+int mope_eval_run(const mope_eval_opts *o, mope_error *err);
 
 #ifdef __cplusplus
 }

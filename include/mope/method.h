@@ -36,6 +36,12 @@
  * (mope_rollout_generate_ex): fixed weights for the baselines, the PCM for
  * mope.
  *
+ * A response ends at an end-of-generation token (kept in the tokens, not in
+ * the text), when the chat template's end marker (tulu: "<|user|>") is
+ * sampled as one token (likewise) or shows up in the text (cut there), at
+ * max_tokens, or when a model's or the PCM's context is full.  Soups are
+ * built on first use and kept (a few, keyed by choices and mode).
+ *
  * Threading: a runner is used by one thread at a time. */
 #ifndef MOPE_METHOD_H
 #define MOPE_METHOD_H
@@ -45,6 +51,7 @@
 #include "mope/lora.h"
 #include "mope/mix.h"
 #include "mope/sampler.h"
+#include "mope/tokenizer.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -121,6 +128,8 @@ void mope_runner_free(mope_runner *r);
 const mope_bundle *mope_runner_bundle(const mope_runner *r);
 bool mope_runner_has_pcm(const mope_runner *r);
 int32_t mope_runner_n_vocab(const mope_runner *r);
+/* The tokenizer every model of the bundle shares (owned by the runner). */
+const mope_tokenizer *mope_runner_tokenizer(const mope_runner *r);
 
 /* Sampling and decoding options of one generate call. */
 typedef struct mope_gen_opts {

@@ -138,6 +138,38 @@ int mope_rollout_generate(mope_pcm_infer *pcm, mope_expert *const *experts, int 
                           const char *const *instructions, const char *const *preferences, mope_sampler *sampler,
                           int max_tokens, mope_rollout *out, mope_error *err);
 void mope_rollout_free(mope_rollout *r);
+/* The general loop behind mope_rollout_generate, also used by the
+ * generation methods (include/mope/method.h) so every method samples
+ * through one mixture loop.  The weights come from a PCM or are fixed:
+ *  - pcm non-NULL: as mope_rollout_generate (preferences required, the
+ *    PCM's K and rule; tokens = PCM prompt + response);
+ *  - pcm NULL: the fixed weights[K] (non-negative, positive sum) under
+ *    `rule`; preferences may be NULL; tokens hold the response only
+ *    (prompt_len 0).
+ * samplers: n_samplers == 1 shares one sampler across the rollouts (drawn
+ * in rollout order each step, as mope_rollout_generate does); n_samplers ==
+ * n gives rollout i its own.  on_token (may be NULL) is called after each
+ * token is drawn, with the rollout, the step, the token and the K weights
+ * used for it: it returns 0 to go on, 1 to end that rollout after this
+ * token (as an end-of-generation token does; truncated stays false), or a
+ * negative code to abort the call.  tok is required without a PCM. */
+typedef int (*mope_rollout_token_fn)(void *user, int i, int t, int32_t y, const float *w, int K, mope_error *err);
+
+typedef struct mope_rollout_opts {
+    mope_pcm_infer *pcm;          /* NULL: fixed weights */
+    const float *weights;         /* K fixed weights when pcm is NULL */
+    mope_mix_rule rule;           /* the rule for fixed weights */
+    mope_sampler *const *samplers;
+    int n_samplers;               /* 1 or n */
+    int max_tokens;               /* >= 1 */
+    mope_rollout_token_fn on_token;
+    void *user;
+} mope_rollout_opts;
+
+int mope_rollout_generate_ex(mope_expert *const *experts, int K, const mope_tokenizer *tok, int n,
+                             const char *const *instructions, const char *const *preferences,
+                             const mope_rollout_opts *o, mope_rollout *out, mope_error *err);
+
 /* The REBEL view of a rollout (borrows its arrays) with reward r. */
 mope_rebel_sample mope_rollout_sample(const mope_rollout *r, double reward);
 

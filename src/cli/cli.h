@@ -23,6 +23,7 @@ int cmd_model_init(int argc, char **argv);
 int cmd_prefbench(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_score(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 
 /* Prints "mope CMD: error: ..." to stderr and returns CLI_EXIT_ERROR. */
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

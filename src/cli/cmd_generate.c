@@ -1,15 +1,23 @@
-/* mope generate: sample a continuation (or a chat reply) and stream it. */
+/* mope generate: sample a continuation (or a chat reply) and stream it;
+ * with --bundle, a response by one of the methods of include/mope/method.h
+ * (MoPE, its baselines, single experts). */
 #include <math.h>
 #include <stdlib.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
 
 #include "cli/cli.h"
 #include "mope/chat.h"
+#include "mope/method.h"
 #include "mope/model.h"
 #include "mope/sampler.h"
 #include "mope/tokenizer.h"
 
 static const char *const HELP =
     "usage: mope generate -m FILE -p TEXT [options]\n"
+    "       mope generate --bundle B -p TEXT [--pref P] [--method M | --expert ID | --base]\n"
+    "                     [bundle options] [sampling options]\n"
     "\n"
     "Generates text after TEXT and streams it to standard output as it is sampled\n"
     "(the prompt itself is not printed; a newline follows the text).  The prompt is\n"
@@ -52,6 +60,29 @@ static const char *const HELP =
     "                          its token count to standard error first\n"
     "  -h, --help              show this help\n"
     "\n"
+    "bundle mode (experts, PCM and baselines named by a bundle manifest):\n"
+    "  --bundle FILE           bundle manifest (bundle.json); -p is the instruction,\n"
+    "                          each model gets it in its own prompt format\n"
+    "  --pref P                the preference: choice ids (\"P1A,P2B,P3A\", at most one\n"
+    "                          per dimension) or free text (default: none)\n"
+    "  --method M              mope (default; needs a PCM in the bundle), prompt,\n"
+    "                          soup, uniform, uniform-geo, expert:ID, multitask, base\n"
+    "  --expert ID             same as --method expert:ID (that expert alone)\n"
+    "  --base                  same as --method base (the base, plain instruction)\n"
+    "  --soup-mode MODE        ab (average A and B, as Personalized Soups; default)\n"
+    "                          or delta (average the updates B*A exactly)\n"
+    "  --topk K                black-box mode: every model reports only its top K\n"
+    "                          tokens and mixing runs in top-k mode (default: exact)\n"
+    "  --show-weights          print every token on its own line with its mixing\n"
+    "                          weights, e.g. ' glacier [P1A .62 P2B .30 P3A .08]'\n"
+    "                          (coloured by the heaviest expert on a terminal), then\n"
+    "                          the whole response on the last line\n"
+    "  --json                  JSON lines instead: with --show-weights one object per\n"
+    "                          token {\"token\",\"id\",\"weights\":{ID: w}}, then always a\n"
+    "                          summary {\"method\",\"preference\",\"response\",...}\n"
+    "  -n sets the response length limit; the sampling options, --seed and -t apply.\n"
+    "  -m, --lora, --chat, --template and --system do not combine with --bundle.\n"
+    "\n"
     "The filters apply in llama.cpp's order: penalties, top-k, top-p, min-p, then\n"
     "temperature.\n";
 
@@ -66,6 +97,12 @@ typedef struct {
     mope_sampler_params sp;
     const char *lora[CLI_MAX_LORA];
     int n_lora;
+    /* bundle mode */
+    const char *bundle, *pref, *method, *soup_mode;
+    long long topk;
+    bool show_weights, json;
+    int n_method_opts; /* --method, --expert and --base given */
+    char method_buf[96];
 } gen_opts;
 
 static int parse(int argc, char **argv, gen_opts *o) {
@@ -130,13 +167,56 @@ static int parse(int argc, char **argv, gen_opts *o) {
             if (r < 0 || cli_parse_threads(cmd, v, &o->threads)) return CLI_EXIT_USAGE;
         } else if ((r = cli_opt(cmd, argc, argv, &i, NULL, "--lora", &v))) {
             if (r < 0 || cli_lora_push(cmd, o->lora, &o->n_lora, v)) return CLI_EXIT_USAGE;
+        } else if ((r = cli_opt(cmd, argc, argv, &i, NULL, "--bundle", &v))) {
+            if (r < 0) return CLI_EXIT_USAGE;
+            o->bundle = v;
+        } else if ((r = cli_opt(cmd, argc, argv, &i, NULL, "--pref", &v))) {
+            if (r < 0) return CLI_EXIT_USAGE;
+            o->pref = v;
+        } else if ((r = cli_opt(cmd, argc, argv, &i, NULL, "--method", &v))) {
+            if (r < 0) return CLI_EXIT_USAGE;
+            o->method = v;
+            o->n_method_opts++;
+        } else if ((r = cli_opt(cmd, argc, argv, &i, NULL, "--expert", &v))) {
+            if (r < 0) return CLI_EXIT_USAGE;
+            if (!*v) return cli_usage_error(cmd, "--expert: empty expert id");
+            snprintf(o->method_buf, sizeof o->method_buf, "expert:%s", v);
+            o->method = o->method_buf;
+            o->n_method_opts++;
+        } else if (cli_flag(a, NULL, "--base")) {
+            o->method = "base";
+            o->n_method_opts++;
+        } else if ((r = cli_opt(cmd, argc, argv, &i, NULL, "--soup-mode", &v))) {
+            if (r < 0) return CLI_EXIT_USAGE;
+            if (strcmp(v, "ab") != 0 && strcmp(v, "delta") != 0)
+                return cli_usage_error(cmd, "--soup-mode: '%s' is not ab or delta", v);
+            o->soup_mode = v;
+        } else if ((r = cli_opt(cmd, argc, argv, &i, NULL, "--topk", &v))) {
+            if (r < 0 || cli_parse_int(cmd, "--topk", v, 1, INT32_MAX, &o->topk)) return CLI_EXIT_USAGE;
+        } else if (cli_flag(a, NULL, "--show-weights")) {
+            o->show_weights = true;
+        } else if (cli_flag(a, NULL, "--json")) {
+            o->json = true;
         } else if (a[0] == '-') {
             return cli_usage_error(cmd, "unknown option '%s'", a);
         } else {
             return cli_usage_error(cmd, "unexpected argument '%s' (the prompt goes after -p)", a);
         }
     }
-    if (!o->model) return cli_usage_error(cmd, "no model given (-m FILE)");
+    if (o->bundle) {
+        if (o->model) return cli_usage_error(cmd, "give either -m FILE or --bundle B, not both");
+        if (o->n_lora || o->chat || o->system)
+            return cli_usage_error(cmd, "--lora, --chat, --template and --system do not apply with --bundle "
+                                        "(the bundle sets adapters and prompt formats)");
+        if (o->n_method_opts > 1) return cli_usage_error(cmd, "give one of --method, --expert and --base");
+        if (!o->prompt) return cli_usage_error(cmd, "no prompt given (-p TEXT)");
+        if (o->n_predict == 0) return cli_usage_error(cmd, "-n must be at least 1 with --bundle");
+        return 0;
+    }
+    if (o->pref || o->n_method_opts || o->soup_mode || o->topk || o->show_weights || o->json)
+        return cli_usage_error(cmd, "--pref, --method, --expert, --base, --soup-mode, --topk, --show-weights and "
+                                    "--json need --bundle B");
+    if (!o->model) return cli_usage_error(cmd, "no model given (-m FILE or --bundle B)");
     if (!o->prompt) return cli_usage_error(cmd, "no prompt given (-p TEXT)");
     if (o->system && !o->chat) return cli_usage_error(cmd, "--system needs --chat or --template");
     return 0;
@@ -163,11 +243,178 @@ static char *prompt_text(const gen_opts *o, const cli_model *cm, int *tmpl_out) 
     return s;
 }
 
+/* ---- bundle mode ---- */
+
+typedef struct show_ctx {
+    const gen_opts *o;
+    bool wrote;                /* response text went to stdout (plain mode) */
+    bool tty;
+    const mope_tokenizer *tok; /* for the text of an end-of-generation token (NULL: "<end>") */
+} show_ctx;
+
+/* Token text on one line: control characters escaped. */
+static void put_visible(FILE *f, const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '\n') fputs("\\n", f);
+        else if (c == '\t') fputs("\\t", f);
+        else if (c == '\r') fputs("\\r", f);
+        else if (c < 0x20 || c == 0x7f) fprintf(f, "\\x%02x", c);
+        else fputc(c, f);
+    }
+}
+
+/* ".62", "1.00": two decimals, no leading zero, as weights read best. */
+static void put_weight(FILE *f, float w) {
+    char b[32];
+    snprintf(b, sizeof b, "%.2f", (double)w);
+    fputs(b[0] == '0' ? b + 1 : b, f);
+}
+
+static cJSON *weights_json(const char *const *names, const float *w, int K) {
+    cJSON *o = cJSON_CreateObject();
+    for (int k = 0; o && k < K; k++) cJSON_AddNumberToObject(o, names[k], (double)w[k]);
+    return o;
+}
+
+static void put_json(cJSON *o) {
+    char *s = o ? cJSON_PrintUnformatted(o) : NULL;
+    if (s) {
+        fputs(s, stdout);
+        fputc('\n', stdout);
+    }
+    free(s);
+    cJSON_Delete(o);
+}
+
+static int on_token(void *user, const mope_method_token *t) {
+    show_ctx *c = user;
+    const gen_opts *o = c->o;
+    if (!o->show_weights) {
+        if (!o->json && t->len) {
+            fwrite(t->text, 1, t->len, stdout);
+            c->wrote = true;
+        }
+        fflush(stdout);
+        return 0;
+    }
+    if (t->id < 0 && t->len == 0) return 0; /* nothing held back at the end */
+    char piece[64];
+    const char *txt = t->text;
+    size_t len = t->len;
+    if (t->eog) {
+        size_t pl = 0;
+        const char *p = c->tok ? mope_tokenizer_piece(c->tok, t->id, &pl) : NULL;
+        snprintf(piece, sizeof piece, "%.*s", p ? (int)(pl < 60 ? pl : 60) : 5, p ? p : "<end>");
+        txt = piece;
+        len = strlen(piece);
+    }
+    if (o->json) {
+        cJSON *j = cJSON_CreateObject();
+        char *s = strndup(txt, len);
+        if (j && s) {
+            cJSON_AddStringToObject(j, "token", s);
+            cJSON_AddNumberToObject(j, "id", t->id);
+            if (t->eog) cJSON_AddTrueToObject(j, "eog");
+            cJSON_AddItemToObject(j, "weights", weights_json(t->names, t->weights, t->K));
+        }
+        free(s);
+        put_json(j);
+        return 0;
+    }
+    int best = 0;
+    for (int k = 1; k < t->K; k++)
+        if (t->weights[k] > t->weights[best]) best = k;
+    static const int COLOURS[] = {31, 32, 33, 34, 35, 36, 91, 92, 93, 94, 95, 96};
+    if (c->tty && t->K > 0) printf("\033[%dm", COLOURS[best % 12]);
+    put_visible(stdout, txt, len);
+    if (c->tty && t->K > 0) fputs("\033[0m", stdout);
+    if (t->K > 0) {
+        fputs(" [", stdout);
+        for (int k = 0; k < t->K; k++) {
+            printf("%s%s ", k ? " " : "", t->names[k]);
+            put_weight(stdout, t->weights[k]);
+        }
+        fputc(']', stdout);
+    }
+    fputc('\n', stdout);
+    fflush(stdout);
+    return 0;
+}
+
+static int generate_bundle(const gen_opts *o) {
+    const char *cmd = "generate";
+    mope_error err = {0};
+    mope_method m;
+    if (mope_method_parse(o->method ? o->method : "mope", &m, &err)) return cli_usage_error(cmd, "%s", err.msg);
+    if (o->soup_mode) {
+        if (m.kind != MOPE_METHOD_SOUP) return cli_usage_error(cmd, "--soup-mode applies to --method soup only");
+        m.soup_mode = strcmp(o->soup_mode, "delta") == 0 ? MOPE_LORA_AVG_DELTA : MOPE_LORA_AVG_AB;
+    }
+    mope_gen_opts g;
+    mope_gen_opts_init(&g);
+    g.sampler = o->sp;
+    g.max_tokens = (int)o->n_predict;
+    g.topk = (int)o->topk;
+    mope_sampler *probe = mope_sampler_new(&g.sampler, &err);
+    if (!probe) return cli_usage_error(cmd, "%s", err.msg);
+    mope_sampler_free(probe);
+    mope_runner_opts ro;
+    mope_runner_opts_init(&ro);
+    ro.n_threads = o->threads;
+    ro.max_batch = 1;
+    mope_runner *r = mope_runner_load(o->bundle, &ro, &err);
+    if (!r) return cli_fail_err(cmd, &err, o->bundle);
+    show_ctx sc = {.o = o, .tty = isatty(fileno(stdout)) != 0, .tok = mope_runner_tokenizer(r)};
+    mope_method_result res;
+    double t0 = mope_time_s();
+    int rc = mope_runner_generate(r, &m, o->pref, o->prompt, &g, on_token, &sc, &res, &err);
+    double dt = mope_time_s() - t0;
+    char mname[96];
+    mope_method_name(&m, mname, sizeof mname);
+    if (rc) {
+        if (sc.wrote) putchar('\n');
+        rc = cli_fail_err(cmd, &err, NULL);
+    } else if (o->json) {
+        cJSON *j = cJSON_CreateObject();
+        if (j) {
+            cJSON_AddStringToObject(j, "method", mname);
+            cJSON_AddStringToObject(j, "preference", o->pref ? o->pref : "");
+            cJSON_AddStringToObject(j, "prompt", o->prompt);
+            cJSON_AddStringToObject(j, "response", res.text ? res.text : "");
+            cJSON_AddNumberToObject(j, "n_tokens", res.n_tokens);
+            cJSON_AddBoolToObject(j, "eog", res.eog);
+            cJSON_AddBoolToObject(j, "truncated", res.truncated);
+            cJSON_AddNumberToObject(j, "logp", res.logp);
+            cJSON_AddItemToObject(j, "mean_weights",
+                                  weights_json((const char *const *)res.names, res.mean_weights, res.K));
+            if (o->topk) cJSON_AddNumberToObject(j, "topk", (double)o->topk);
+            cJSON_AddNumberToObject(j, "seconds", dt);
+        }
+        put_json(j);
+    } else {
+        if (o->show_weights) printf("%s\n", res.text ? res.text : "");
+        else putchar('\n');
+    }
+    fflush(stdout);
+    if (!rc) {
+        int n = res.n_tokens - (res.eog && res.n_tokens > 0 ? 1 : 0);
+        /* the runner shortens the limit to what every context holds */
+        if (res.truncated && res.n_tokens < o->n_predict) fputs("stopped: a model's context is full\n", stderr);
+        fprintf(stderr, "%d tokens, %.2f tok/s (method %s%s)\n", n, dt > 0 ? res.n_tokens / dt : 0.0, mname,
+                res.truncated && res.n_tokens == o->n_predict ? ", stopped at the length limit" : "");
+    }
+    mope_method_result_free(&res);
+    mope_runner_free(r);
+    return rc;
+}
+
 int cmd_generate(int argc, char **argv) {
     const char *cmd = "generate";
     gen_opts o = {0};
     int rc = parse(argc, argv, &o);
     if (rc) return rc < 0 ? 0 : rc;
+    if (o.bundle) return generate_bundle(&o);
 
     mope_error err = {0};
     mope_sampler *smp = mope_sampler_new(&o.sp, &err);

@@ -19,6 +19,7 @@ static const command commands[] = {
     {"model-init", cmd_model_init, "write a model with random weights"},
     {"train", cmd_train, "train a tokenizer, language model, SFT/DPO model or reward model"},
     {"score", cmd_score, "score prompt/response pairs with a reward model"},
+    {"eval", cmd_eval, "evaluate every method x preference combination on held-out prompts"},
     {"prefbench", cmd_prefbench, "build the PrefBench benchmark's data"},
 };
 

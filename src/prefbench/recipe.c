@@ -47,11 +47,11 @@ static void sizes_init(recipe_sizes *s, int tiny) {
     if (tiny) {
         *s = (recipe_sizes){.max_concepts = 300, .variants = 2, .vocab = 700,
                             .dim = 64, .layers = 2, .heads = 4, .kv_heads = 2, .ff = 172, .ctx = 160,
-                            .lm_steps = 60, .lm_batch = 8, .lm_lr = 3e-3f,
-                            .sft_steps = 60, .sft_batch = 8, .sft_lr = 2e-3f, .follow_frac = 0.3,
-                            .lora_rank = 8, .lora_alpha = 16, .exp_steps = 40, .exp_batch = 8, .exp_lr = 3e-3f,
+                            .lm_steps = 50, .lm_batch = 8, .lm_lr = 3e-3f,
+                            .sft_steps = 50, .sft_batch = 8, .sft_lr = 2e-3f, .follow_frac = 0.3,
+                            .lora_rank = 8, .lora_alpha = 16, .exp_steps = 30, .exp_batch = 8, .exp_lr = 3e-3f,
                             .rm_dim = 32, .rm_layers = 1, .rm_heads = 2, .rm_kv_heads = 1, .rm_ff = 86,
-                            .rm_lm_steps = 30, .rm_steps = 40, .rm_batch = 8, .rm_lm_lr = 3e-3f, .rm_lr = 2e-3f,
+                            .rm_lm_steps = 20, .rm_steps = 30, .rm_batch = 8, .rm_lm_lr = 3e-3f, .rm_lr = 2e-3f,
                             .rm_margin = 0.2,
                             .n_sample_prompts = 24, .n_eval_prompts = 12, .n_ref_train = 16,
                             .gen_max_tokens = 48, .gen_slots = 32};
@@ -595,6 +595,7 @@ static int stage_base(recipe_ctx *c, mope_error *err) {
         report_md(md, sizeof md, "Base model: pretraining", cmd, &rep, seed);
         if ((rc = recipe_stage_end(c, "base_lm", rep.seconds, md, err))) return rc;
     }
+    if (c->o->until && strcmp(c->o->until, "base_lm") == 0) return 0;
     snprintf(key, sizeof key, "%lld %d %g", (long long)s->sft_steps, s->sft_batch, s->sft_lr);
     const char *o2[] = {base};
     seed = c->seed * 1000 + 2;
@@ -886,7 +887,8 @@ int mope_prefbench_recipe_build(const mope_prefbench_recipe_opts *opts, mope_err
                     (strcmp(run[i].name, "base_sft") == 0 && opts->until && strcmp(opts->until, "base_lm") == 0)))
             break;
     }
-    if (!rc) rc = write_card(&c, err);
+    /* the card describes a finished zoo: a build stopped by --until leaves the last one in place */
+    if (!rc && (!opts->until || strcmp(opts->until, "bundle") == 0)) rc = write_card(&c, err);
     if (!rc) recipe_log(&c, "done in %.1f s: %s", mope_time_s() - c.t_start, c.out);
     free(c.card);
     mope_prefbench_labeler_free(c.lb);

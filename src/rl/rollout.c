@@ -20,15 +20,16 @@ mope_rebel_sample mope_rollout_sample(const mope_rollout *r, double reward) {
                                .truncated = r->truncated};
 }
 
-/* Prompts of every rollout into the PCM and the experts. */
+/* Prompts of every rollout into the PCM (when there is one) and the experts. */
 static int start_all(mope_pcm_infer *pcm, mope_expert *const *experts, int K, const mope_tokenizer *tok, int n,
                      const char *const *instr, const char *const *pref, int max_tokens, mope_rollout *out,
                      mope_error *err) {
     for (int i = 0; i < n; i++) {
-        if (!instr[i] || !pref[i]) return mope_error_set(err, MOPE_EINVAL, "rollout %d: NULL instruction or preference", i);
+        if (!instr[i] || (pcm && !pref[i]))
+            return mope_error_set(err, MOPE_EINVAL, "rollout %d: NULL instruction or preference", i);
         int32_t *pt = NULL;
-        int np = mope_pcm_prompt_tokens(tok, instr[i], pref[i], &pt, err);
-        if (np < 0) return np;
+        int np = 0;
+        if (pcm && (np = mope_pcm_prompt_tokens(tok, instr[i], pref[i], &pt, err)) < 0) return np;
         out[i].K = K;
         out[i].tokens = malloc(sizeof(int32_t) * (size_t)(np + max_tokens));
         out[i].expert_probs = malloc(sizeof(float) * (size_t)max_tokens * K);
@@ -36,9 +37,9 @@ static int start_all(mope_pcm_infer *pcm, mope_expert *const *experts, int K, co
             free(pt);
             return mope_error_set(err, MOPE_ENOMEM, "out of memory");
         }
-        memcpy(out[i].tokens, pt, sizeof(int32_t) * (size_t)np);
+        if (np) memcpy(out[i].tokens, pt, sizeof(int32_t) * (size_t)np);
         out[i].prompt_len = np;
-        int rc = mope_pcm_infer_start(pcm, i, pt, np, err);
+        int rc = pcm ? mope_pcm_infer_start(pcm, i, pt, np, err) : 0;
         free(pt);
         if (rc) return mope_error_prefix(err, "rollout %d: PCM prompt", i);
         for (int k = 0; k < K; k++)
@@ -48,17 +49,18 @@ static int start_all(mope_pcm_infer *pcm, mope_expert *const *experts, int K, co
     return 0;
 }
 
-int mope_rollout_generate(mope_pcm_infer *pcm, mope_expert *const *experts, int K, const mope_tokenizer *tok, int n,
-                          const char *const *instructions, const char *const *preferences, mope_sampler *sampler,
-                          int max_tokens, mope_rollout *out, mope_error *err) {
-    if (!pcm || !experts || !instructions || !preferences || !sampler || !out || n < 1 || max_tokens < 1)
+static int check_args(mope_expert *const *experts, int K, const mope_tokenizer *tok, int n, const char *const *instr,
+                      const char *const *pref, const mope_rollout_opts *o, mope_error *err) {
+    if (!experts || !instr || !o || n < 1 || K < 1 || K > MOPE_MIX_MAX_K || o->max_tokens < 1 || !o->samplers ||
+        (o->n_samplers != 1 && o->n_samplers != n) || (o->pcm && !pref) || (!o->pcm && !o->weights))
         return mope_error_set(err, MOPE_EINVAL, "rollout: bad arguments");
-    for (int i = 0; i < n; i++) memset(&out[i], 0, sizeof out[i]);
-    const mope_pcm_meta *meta = mope_pcm_infer_meta(pcm);
-    if (K != meta->K)
-        return mope_error_set(err, MOPE_EINVAL, "rollout: %d experts given, the PCM weighs %d", K, meta->K);
-    if (!tok && !(tok = mope_pcm_infer_tokenizer(pcm)))
-        return mope_error_set(err, MOPE_EINVAL, "rollout: no tokenizer given and none in the PCM file");
+    for (int s = 0; s < o->n_samplers; s++)
+        if (!o->samplers[s]) return mope_error_set(err, MOPE_EINVAL, "rollout: sampler %d is NULL", s);
+    if (o->pcm && K != mope_pcm_infer_meta(o->pcm)->K)
+        return mope_error_set(err, MOPE_EINVAL, "rollout: %d experts given, the PCM weighs %d", K,
+                              mope_pcm_infer_meta(o->pcm)->K);
+    if (!tok) return mope_error_set(err, MOPE_EINVAL, "rollout: no tokenizer given and none in the PCM file");
+    if (!experts[0]) return mope_error_set(err, MOPE_EINVAL, "rollout: expert 0 is NULL");
     const int32_t V = experts[0]->n_vocab;
     for (int k = 0; k < K; k++) {
         if (!experts[k]) return mope_error_set(err, MOPE_EINVAL, "rollout: expert %d is NULL", k);
@@ -70,12 +72,46 @@ int mope_rollout_generate(mope_pcm_infer *pcm, mope_expert *const *experts, int 
             return mope_error_set(err, MOPE_EINVAL, "rollout: expert %s has %d sequences, %d rollouts asked",
                                   mope_expert_name(experts[k]), experts[k]->n_seq, n);
     }
+    return 0;
+}
+
+int mope_rollout_generate(mope_pcm_infer *pcm, mope_expert *const *experts, int K, const mope_tokenizer *tok, int n,
+                          const char *const *instructions, const char *const *preferences, mope_sampler *sampler,
+                          int max_tokens, mope_rollout *out, mope_error *err) {
+    if (!pcm || !sampler || !out || n < 1) return mope_error_set(err, MOPE_EINVAL, "rollout: bad arguments");
+    mope_rollout_opts o = {.pcm = pcm, .samplers = &sampler, .n_samplers = 1, .max_tokens = max_tokens};
+    return mope_rollout_generate_ex(experts, K, tok, n, instructions, preferences, &o, out, err);
+}
+
+int mope_rollout_generate_ex(mope_expert *const *experts, int K, const mope_tokenizer *tok, int n,
+                             const char *const *instructions, const char *const *preferences,
+                             const mope_rollout_opts *o, mope_rollout *out, mope_error *err) {
+    if (!out || n < 1) return mope_error_set(err, MOPE_EINVAL, "rollout: bad arguments");
+    for (int i = 0; i < n; i++) memset(&out[i], 0, sizeof out[i]);
+    mope_pcm_infer *pcm = o ? o->pcm : NULL;
+    if (pcm && !tok) tok = mope_pcm_infer_tokenizer(pcm);
+    int rc = check_args(experts, K, tok, n, instructions, preferences, o, err);
+    if (rc) return rc;
+    const mope_mix_rule rule = pcm ? mope_pcm_infer_meta(pcm)->rule : o->rule;
+    const int max_tokens = o->max_tokens;
+    const int32_t V = experts[0]->n_vocab;
+    float wfix[MOPE_MIX_MAX_K];
+    if (!pcm) {
+        double sum = 0;
+        for (int k = 0; k < K; k++) {
+            if (!(o->weights[k] >= 0) || !isfinite(o->weights[k]))
+                return mope_error_set(err, MOPE_EINVAL, "rollout: weight %d is %g", k, (double)o->weights[k]);
+            sum += o->weights[k];
+        }
+        if (!(sum > 0)) return mope_error_set(err, MOPE_EINVAL, "rollout: the weights sum to 0");
+        for (int k = 0; k < K; k++) wfix[k] = (float)(o->weights[k] / sum);
+    }
     mope_dist *d = calloc((size_t)K, sizeof *d);
     float *probs = malloc(sizeof(float) * (size_t)V);
     int32_t *next = malloc(sizeof(int32_t) * (size_t)n);
     bool *done = calloc((size_t)n, sizeof *done);
-    int rc = 0;
-    if (!d || !probs || !next || !done) rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
+    bool *ended = calloc((size_t)n, sizeof *ended);
+    if (!d || !probs || !next || !done || !ended) rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
     if (!rc) rc = start_all(pcm, experts, K, tok, n, instructions, preferences, max_tokens, out, err);
     for (int t = 0; t < max_tokens && !rc; t++) {
         int active = 0;
@@ -84,19 +120,24 @@ int mope_rollout_generate(mope_pcm_infer *pcm, mope_expert *const *experts, int 
         for (int i = 0; i < n && !rc; i++) {
             if (done[i]) continue;
             active++;
-            float w[MOPE_PCM_MAX_K], pk[MOPE_PCM_MAX_K];
-            if ((rc = mope_pcm_infer_weights(pcm, i, w, err))) break;
+            float wpcm[MOPE_PCM_MAX_K], pk[MOPE_PCM_MAX_K];
+            const float *w = wfix;
+            if (pcm) {
+                if ((rc = mope_pcm_infer_weights(pcm, i, wpcm, err))) break;
+                w = wpcm;
+            }
             for (int k = 0; k < K && !rc; k++) rc = mope_expert_next(experts[k], i, &d[k], err);
-            if (!rc) rc = mope_mix_step(d, K, w, meta->rule, probs, err);
+            if (!rc) rc = mope_mix_step(d, K, w, rule, probs, err);
             if (rc) break;
             mope_rollout *r = &out[i];
-            int32_t y = mope_sampler_sample_probs(sampler, probs, V, r->tokens + r->prompt_len, r->n_resp, err);
+            mope_sampler *smp = o->samplers[o->n_samplers == 1 ? 0 : i];
+            int32_t y = mope_sampler_sample_probs(smp, probs, V, r->tokens + r->prompt_len, r->n_resp, err);
             if (y < 0) {
                 rc = y;
                 break;
             }
             double lp;
-            if ((rc = mope_mix_token_probs(d, K, y, w, meta->rule, pk, NULL, &lp, err))) break;
+            if ((rc = mope_mix_token_probs(d, K, y, w, rule, pk, NULL, &lp, err))) break;
             if (!isfinite(lp)) {
                 rc = mope_error_set(err, MOPE_ESTATE, "rollout %d: sampled token %d has no mass under the mixture", i,
                                     (int)y);
@@ -107,12 +148,20 @@ int mope_rollout_generate(mope_pcm_infer *pcm, mope_expert *const *experts, int 
             r->n_resp++;
             r->logp += lp;
             next[i] = y;
+            if (o->on_token) {
+                int h = o->on_token(o->user, i, t, y, w, K, err);
+                if (h < 0) {
+                    rc = h;
+                    break;
+                }
+                ended[i] = h == 1;
+            }
         }
         if (rc || !active) break;
         /* phase 2: feed the drawn tokens, or finish */
         for (int i = 0; i < n && !rc; i++) {
             if (done[i]) continue;
-            if (mope_tokenizer_is_eog(tok, next[i])) {
+            if (ended[i] || mope_tokenizer_is_eog(tok, next[i])) {
                 done[i] = true;
                 continue;
             }
@@ -121,7 +170,7 @@ int mope_rollout_generate(mope_pcm_infer *pcm, mope_expert *const *experts, int 
                 done[i] = true;
                 continue;
             }
-            if ((rc = mope_pcm_infer_feed(pcm, i, &next[i], 1, err))) break;
+            if (pcm && (rc = mope_pcm_infer_feed(pcm, i, &next[i], 1, err))) break;
             for (int k = 0; k < K && !rc; k++) rc = mope_expert_feed(experts[k], i, &next[i], 1, err);
         }
     }
@@ -130,5 +179,6 @@ int mope_rollout_generate(mope_pcm_infer *pcm, mope_expert *const *experts, int 
     free(probs);
     free(next);
     free(done);
+    free(ended);
     return rc ? mope_error_prefix(err, "rollout") : 0;
 }

@@ -1,0 +1,68 @@
+/* Shared state of the PCM trainer (pcm_train*.c): the setup half loads the
+ * bundle, prompts, references, experts and reward models; the loop half
+ * runs iterations, the optimizer, checkpoints and the log. */
+#ifndef MOPE_RL_PCM_TRAIN_INTERNAL_H
+#define MOPE_RL_PCM_TRAIN_INTERNAL_H
+
+#include "mope/dataset.h"
+#include "mope/expert.h"
+#include "mope/lora.h"
+#include "mope/model.h"
+#include "mope/pcm.h"
+#include "mope/pcm_train.h"
+#include "mope/rebel.h"
+#include "mope/reward.h"
+#include "mope/sampler.h"
+#include "mope/tokenizer.h"
+
+typedef struct pt_ctx {
+    const mope_pcm_train_opts *o;
+    mope_pcm_train_result *res;
+    mope_bundle *b;
+    mope_tokenizer *tok;
+    mope_pool *pool;
+    int n_threads;
+    /* preferences */
+    int n_prefs, n_dim;
+    int *combo;              /* n_prefs x n_dim choice indices (-1: left out) */
+    char **pref_name, **pref_text;
+    /* prompts with their references */
+    int n_prompts;
+    char **prompt_id, **prompt_text, **ref;
+    /* experts: all of the bundle's, in its order */
+    int K;
+    mope_model *base;
+    mope_lora **lora;        /* K (NULL for full-model experts) */
+    mope_expert_group *group;
+    mope_expert **ex;        /* K */
+    bool *ex_owned;          /* K: freed by us (full-model experts) */
+    int n_seq;               /* rollouts in flight: 2 * batch */
+    /* reward models by choice index (NULL when no preference uses it) */
+    mope_reward_model **rm;
+    int *rm_ctx;
+    float *Rref;             /* n_prompts x n_choices */
+    double *dim_w;           /* n_dim */
+    /* training state */
+    mope_pcm *pcm;
+    float *adam_m, *adam_v;  /* trunk params then head */
+    size_t n_opt;
+    int64_t step, iteration;
+    mope_rng rng;
+    mope_sampler *smp;
+    mope_adamw_config adamw;
+} pt_ctx;
+
+/* pcm_train.c */
+int pt_setup(pt_ctx *c, mope_error *err);
+void pt_teardown(pt_ctx *c);
+/* Response text of a rollout (without its end-of-generation token). */
+char *pt_response_text(pt_ctx *c, const mope_rollout *r, mope_error *err);
+/* Scores n (prompt, response) pairs with the reward model of choice ch. */
+int pt_score(pt_ctx *c, int ch, const char *const *prompts, const char *const *responses, int n, float *out,
+             mope_error *err);
+
+/* pcm_train_loop.c */
+int pt_checkpoint_save(pt_ctx *c, const char *path, mope_error *err);
+int pt_checkpoint_load(pt_ctx *c, const char *path, mope_error *err);
+
+#endif
