@@ -13,6 +13,7 @@
 
 int cmd_train(int argc, char **argv);
 int cmd_train_tokenizer(int argc, char **argv);
+int cmd_train_pcm(int argc, char **argv);
 
 static const char *const HELP =
     "usage: mope train SUB [options]\n"
@@ -23,6 +24,7 @@ static const char *const HELP =
     "  sft         fine-tune a model on {\"prompt\",\"response\"} JSONL\n"
     "  dpo         DPO on {\"prompt\",\"chosen\",\"rejected\"} JSONL\n"
     "  rm          train a reward model (value head) on preference pairs\n"
+    "  pcm         train a Preference Control Model over a bundle by REBEL\n"
     "\n"
     "run 'mope train SUB --help' for the options of each.\n";
 
@@ -413,6 +415,7 @@ int cmd_train(int argc, char **argv) {
         return 0;
     }
     if (strcmp(sub, "tokenizer") == 0) return cmd_train_tokenizer(argc - 1, argv + 1);
+    if (strcmp(sub, "pcm") == 0) return cmd_train_pcm(argc - 1, argv + 1);
     static const char *const subs[] = {"lm", "sft", "dpo", "rm"};
     int kind = -1;
     for (int k = 0; k < 4; k++)

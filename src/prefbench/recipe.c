@@ -561,8 +561,8 @@ static int stage_tokenizer(recipe_ctx *c, mope_error *err) {
 static void report_md(char *md, size_t cap, const char *title, const char *cmd, const recipe_train_report *r,
                       uint64_t seed) {
     snprintf(md, cap,
-             "### %s\n\n`%s --seed %llu`: %lld steps, %lld training examples (%lld tokens seen), %zu trained "
-             "parameters, final loss %.4f%s; %.0f s.\n\n",
+             "### %s\n\n`%s --seed %llu`: %lld steps over %lld training examples (%lld tokens processed), %zu "
+             "trained parameters, final loss %.4f%s; %.0f s.\n\n",
              title, cmd, (unsigned long long)seed, (long long)r->steps, (long long)r->examples,
              (long long)r->tokens, r->params, r->final_loss, "", r->seconds);
 }
@@ -639,12 +639,15 @@ static int stage_experts(recipe_ctx *c, mope_error *err) {
                                    seed, out, &rep, err);
             snprintf(cmd, sizeof cmd,
                      "mope train sft -m base.gguf --lora-rank %d --lora-alpha %g --data expert_%s.jsonl "
-                     "--steps %lld --batch %d --lr %g",
-                     s->lora_rank, s->lora_alpha, RECIPE_CHOICE[k], (long long)s->exp_steps, s->exp_batch, s->exp_lr);
+                     "--template tulu --steps %lld --batch %d --lr %g --warmup %lld",
+                     s->lora_rank, s->lora_alpha, RECIPE_CHOICE[k], (long long)s->exp_steps, s->exp_batch, s->exp_lr,
+                     (long long)s->exp_steps / 20);
         } else {
             rc = recipe_train_sft(c, base, data, s->exp_steps, s->exp_batch, s->exp_lr, seed, out, &rep, err);
-            snprintf(cmd, sizeof cmd, "mope train sft -m base.gguf --data expert_%s.jsonl --steps %lld --batch %d --lr %g",
-                     RECIPE_CHOICE[k], (long long)s->exp_steps, s->exp_batch, s->exp_lr);
+            snprintf(cmd, sizeof cmd,
+                     "mope train sft -m base.gguf --data expert_%s.jsonl --template tulu --steps %lld --batch %d "
+                     "--lr %g --warmup %lld",
+                     RECIPE_CHOICE[k], (long long)s->exp_steps, s->exp_batch, s->exp_lr, (long long)s->exp_steps / 20);
         }
         if (!rc) rc = to_f16(out, err);
         if (rc) return mope_error_prefix(err, "%s", stage);
@@ -676,9 +679,9 @@ static int stage_rm_trunk(recipe_ctx *c, mope_error *err) {
     if (rc) return mope_error_prefix(err, "rm_trunk");
     snprintf(cmd, sizeof cmd,
              "mope train lm --data lm.txt --tokenizer tokenizer.gguf --dim %d --layers %d --heads %d --kv-heads %d "
-             "--ff %d --ctx %d --steps %lld --batch %d --lr %g",
+             "--ff %d --ctx %d --steps %lld --batch %d --lr %g --warmup %lld",
              s->rm_dim, s->rm_layers, s->rm_heads, s->rm_kv_heads, s->rm_ff, s->ctx, (long long)s->rm_lm_steps,
-             s->lm_batch, s->rm_lm_lr);
+             s->lm_batch, s->rm_lm_lr, (long long)s->rm_lm_steps / 20);
     report_md(md, sizeof md, "Reward-model trunk: pretraining", cmd, &rep, seed);
     return recipe_stage_end(c, "rm_trunk", rep.seconds, md, err);
 }
@@ -706,8 +709,10 @@ static int stage_rewards(recipe_ctx *c, mope_error *err) {
         rc = recipe_train_rm(c, trunk, data, s->rm_steps, s->rm_batch, s->rm_lr, seed, out, &rep, err);
         if (!rc) rc = to_f16(out, err);
         if (rc) return mope_error_prefix(err, "%s", stage);
-        snprintf(cmd, sizeof cmd, "mope train rm -m rm_trunk.gguf --data pairs_%s.jsonl --steps %lld --batch %d --lr %g",
-                 RECIPE_CHOICE[k], (long long)s->rm_steps, s->rm_batch, s->rm_lr);
+        snprintf(cmd, sizeof cmd,
+                 "mope train rm -m rm_trunk.gguf --data pairs_%s.jsonl --template tulu --steps %lld --batch %d "
+                 "--lr %g --warmup %lld --eval-frac 0.1",
+                 RECIPE_CHOICE[k], (long long)s->rm_steps, s->rm_batch, s->rm_lr, (long long)s->rm_steps / 20);
         char title[128];
         snprintf(title, sizeof title, "Reward model %s (%s)", RECIPE_CHOICE[k], RECIPE_CHOICE_NAME[k]);
         report_md(md, sizeof md, title, cmd, &rep, seed);

@@ -1,6 +1,6 @@
 /* The recipe's training steps: thin wrappers over the trainers of
- * mope/trainer.h, plus the LoRA SFT loop (the trainer writes full models;
- * an expert is only its adapter). */
+ * mope/trainer.h (the same runs as `mope train lm | sft | rm`), and reward
+ * scoring for the evaluation. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -13,10 +13,12 @@ typedef struct prog {
     recipe_ctx *c;
     const char *what;
     int64_t every;
+    int64_t tokens; /* processed by this run (after a resume: since the resume) */
 } prog;
 
 static int on_progress(void *user, const mope_trainer_progress *p) {
     prog *g = user;
+    g->tokens = p->tokens;
     if (p->step == p->total_steps || p->step % g->every == 0 || p->eval_accuracy >= 0) {
         if (p->kind == MOPE_TRAINER_RM && p->eval_accuracy >= 0)
             recipe_log(g->c, "  %s: step %lld/%lld loss %.4f acc %.2f held-out acc %.3f  %.0f tok/s", g->what,
@@ -55,18 +57,18 @@ static int run(recipe_ctx *c, mope_trainer_kind kind, mope_train_model *m, mope_
     o.resume = !c->o->force;
     o.eval_frac = kind == MOPE_TRAINER_RM ? 0.1 : 0;
     o.tok = tok;
-    prog g = {c, what, steps / 10 > 0 ? steps / 10 : 1};
+    prog g = {c, what, steps / 10 > 0 ? steps / 10 : 1, 0};
     o.progress = on_progress;
     o.progress_user = &g;
-    rep->params = mope_train_model_n_params(m);
+    rep->params = mope_train_model_n_trainable(m); /* the adapter alone for LoRA */
     rep->examples = d->n;
-    rep->tokens = d->n_tokens;
     mope_trainer_result res;
     double t0 = mope_time_s();
     int rc = mope_trainer_run(&o, m, d, &res, err);
     rep->seconds = mope_time_s() - t0;
     if (rc) return rc;
     rep->steps = res.steps_done;
+    rep->tokens = g.tokens;
     rep->final_loss = res.final_loss;
     rep->eval_accuracy = kind == MOPE_TRAINER_RM ? res.eval_accuracy : -1;
     /* the checkpoint is only for resuming this stage */
@@ -109,7 +111,6 @@ int recipe_train_lm(recipe_ctx *c, const char *text_path, const char *tok_path, 
     if (!rc) {
         mope_train_model_init_random(m, seed);
         rc = run(c, MOPE_TRAINER_LM, m, tok, &d, steps, batch, lr, seed, out, "lm", rep, err);
-        rep->tokens = steps * batch * mc.n_ctx; /* tokens seen, not the text's size */
     }
     mope_dataset_free(&d);
     mope_tokenizer_free(tok);
@@ -160,8 +161,7 @@ int recipe_train_rm(recipe_ctx *c, const char *trunk, const char *data, int64_t 
     return rc;
 }
 
-/* LoRA SFT: the prompt tokens are masked, each batch is padded to its
- * longest sequence, and examples are drawn in a seeded order. */
+/* LoRA SFT over the frozen base: the trainer saves the adapter alone. */
 int recipe_train_lora(recipe_ctx *c, const char *base, const char *data, int rank, float alpha, int64_t steps,
                       int batch, float lr, uint64_t seed, const char *out, recipe_train_report *rep, mope_error *err) {
     mope_train_model *m;
@@ -169,78 +169,10 @@ int recipe_train_lora(recipe_ctx *c, const char *base, const char *data, int ran
     int rc = load_pair(c, base, &m, &tok, err);
     if (rc) return rc;
     mope_dataset d = {0};
-    mope_trainer *tr = NULL;
-    int64_t *perm = NULL;
-    int32_t *tokens = NULL, *targets = NULL;
-    const int T = mope_train_model_config(m)->n_ctx;
-    rc = open_data(tok, T, MOPE_DATASET_SFT, data, &d, err);
-    if (!rc && d.n < 1) rc = mope_error_set(err, MOPE_EINVAL, "%s: no examples", data);
+    rc = open_data(tok, mope_train_model_config(m)->n_ctx, MOPE_DATASET_SFT, data, &d, err);
     if (!rc) rc = mope_train_model_add_lora(m, rank, alpha, MOPE_LORA_ALL_LINEAR, 0.0f, seed, err);
-    if (!rc) {
-        mope_adamw_config a;
-        adamw_for(&a, lr, steps);
-        a.weight_decay = 0;
-        tr = mope_train_trainer_new(m, &a, seed, err);
-        m = NULL;
-        if (!tr) rc = err ? err->code : MOPE_ENOMEM;
-    }
-    if (!rc) {
-        perm = malloc((size_t)d.n * sizeof *perm);
-        tokens = malloc((size_t)batch * T * sizeof *tokens);
-        targets = malloc((size_t)batch * T * sizeof *targets);
-        if (!perm || !tokens || !targets) rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
-    }
-    mope_train_model *tm = tr ? mope_train_trainer_model(tr) : NULL;
-    if (tm) rep->params = mope_train_model_n_trainable(tm);
-    rep->examples = d.n;
-    rep->tokens = 0;
-    double t0 = mope_time_s();
-    mope_rng rng;
-    mope_rng_seed(&rng, seed);
-    int64_t k = 0;
-    for (int64_t step = 0; !rc && step < steps; step++) {
-        int Tb = 2;
-        int64_t idx[512];
-        for (int b = 0; b < batch && b < 512; b++, k++) {
-            if (k % d.n == 0) { /* a new epoch: reshuffle */
-                for (int64_t i = 0; i < d.n; i++) perm[i] = i;
-                for (int64_t i = d.n - 1; i > 0; i--) {
-                    int64_t j = (int64_t)(mope_rng_u64(&rng) % (uint64_t)(i + 1)), t = perm[i];
-                    perm[i] = perm[j];
-                    perm[j] = t;
-                }
-            }
-            idx[b] = perm[k % d.n];
-            if (d.seqs[idx[b]].len > Tb) Tb = d.seqs[idx[b]].len;
-        }
-        for (int b = 0; b < batch; b++) {
-            const mope_seq *s = &d.seqs[idx[b]];
-            for (int t = 0; t < Tb; t++) {
-                tokens[b * Tb + t] = t < s->len ? s->tokens[t] : 0;
-                /* position t predicts token t + 1: only response tokens count */
-                targets[b * Tb + t] = t + 1 < s->len && t + 1 >= s->prompt_len ? s->tokens[t + 1] : -1;
-            }
-            rep->tokens += s->len;
-        }
-        mope_train_batch mb = {tokens, targets, NULL, batch, Tb};
-        mope_train_stats st;
-        rc = mope_train_step(tr, &mb, 1, &st, err);
-        if (!rc) {
-            rep->final_loss = st.loss;
-            if ((step + 1) % (steps / 10 > 0 ? steps / 10 : 1) == 0 || step + 1 == steps)
-                recipe_log(c, "  lora: step %lld/%lld loss %.4f lr %.2g  %.0f tok/s", (long long)step + 1,
-                           (long long)steps, st.loss, st.lr, rep->tokens / (mope_time_s() - t0 + 1e-9));
-        }
-    }
-    rep->steps = steps;
-    rep->seconds = mope_time_s() - t0;
-    rep->eval_accuracy = -1;
-    if (!rc) rc = mope_train_model_lora_save(tm, out, NULL, err);
-    free(perm);
-    free(tokens);
-    free(targets);
-    mope_train_trainer_free(tr);
-    mope_train_model_free(m);
+    if (!rc) rc = run(c, MOPE_TRAINER_SFT, m, tok, &d, steps, batch, lr, seed, out, "lora", rep, err);
+    else mope_train_model_free(m);
     mope_dataset_free(&d);
     mope_tokenizer_free(tok);
     return rc;
