@@ -5,8 +5,8 @@
 #
 #   bench/train_vs_torch.sh [shape ...]      shapes: 5m 30m (default: both)
 #
-# Environment: BUILD_DIR (default build-bench; bench_train_cmp is built there
-# when missing), THREADS (default "1 2"), ROUNDS (default 2: mope, torch,
+# Environment: BUILD_DIR (default build-bench; bench_train_cmp is (re)built
+# there, Release), THREADS (default "1 2"), ROUNDS (default 2: mope, torch,
 # mope, torch ... interleaved so that load from other processes hits both),
 # STEPS (timed steps per run, default 3), WARMUP (default 1).
 #
@@ -51,10 +51,9 @@ done
 
 # ---- mope's side ----
 CMP=$BUILD_DIR/bench/bench_train_cmp
-if [ ! -x "$CMP" ] || [ "$ROOT/bench/bench_train_cmp.c" -nt "$CMP" ]; then
-  cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build "$BUILD_DIR" -j1 --target bench_train_cmp >/dev/null
-fi
+# always (re)build: incremental, and a stale binary would measure an old trainer
+[ -f "$BUILD_DIR/CMakeCache.txt" ] || cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build "$BUILD_DIR" -j1 --target bench_train_cmp >/dev/null || die "cannot build bench_train_cmp in $BUILD_DIR"
 
 shape_args() {
   case $1 in

@@ -2,6 +2,7 @@
  * rules (checked on exactly representable values and rounding edges), the
  * thread pool's coverage of every index, and rng determinism. */
 #include <math.h>
+#include <stdlib.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -97,10 +98,35 @@ static void test_error(void **state) {
     assert_null(mope_alloc(SIZE_MAX / 2, 4));
 }
 
+static void test_utf8(void **state) {
+    (void)state;
+    const char ok[] = "a\xc3\xa9\xe2\x82\xac\xf0\x9f\xa6\x99"; /* a é € 🦙 */
+    assert_true(mope_utf8_valid(ok, sizeof ok - 1));
+    size_t n;
+    char *c = mope_utf8_sanitize(ok, sizeof ok - 1, &n);
+    assert_int_equal(n, sizeof ok - 1);
+    assert_memory_equal(c, ok, n);
+    free(c);
+    /* lone continuation, truncated 4-byte lead, overlong "/", surrogate, > U+10FFFF */
+    const char *bad[] = {"\x80", "\xf0\x9f\xa6", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80"};
+    const size_t nrep[] = {1, 3, 2, 3, 4};
+    for (int i = 0; i < 5; i++) {
+        assert_false(mope_utf8_valid(bad[i], strlen(bad[i])));
+        c = mope_utf8_sanitize(bad[i], strlen(bad[i]), &n);
+        assert_int_equal(n, 3 * nrep[i]); /* one U+FFFD per byte */
+        for (size_t k = 0; k < nrep[i]; k++) assert_memory_equal(c + 3 * k, "\xef\xbf\xbd", 3);
+        assert_true(mope_utf8_valid(c, n));
+        free(c);
+    }
+    c = mope_utf8_sanitize("x\xffy", 3, &n);
+    assert_string_equal(c, "x\xef\xbf\xbdy");
+    free(c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_f16_exact), cmocka_unit_test(test_f16_rounding), cmocka_unit_test(test_bf16),
-        cmocka_unit_test(test_pool),      cmocka_unit_test(test_rng),          cmocka_unit_test(test_error),
+        cmocka_unit_test(test_pool),      cmocka_unit_test(test_rng),          cmocka_unit_test(test_error), cmocka_unit_test(test_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -155,6 +155,16 @@ void mope_pool_run(mope_pool *p, mope_pool_fn fn, void *ctx);
 /* Number of online CPUs (>= 1). */
 int mope_cpu_count(void);
 
+/* ---- text ----
+ * Model output is bytes: a sampled sequence of byte tokens need not be valid
+ * UTF-8.  Before such text goes into JSON or a report it is made valid by
+ * replacing every ill-formed sequence with U+FFFD (as Python's
+ * errors="replace" does).  Returns a malloc'd NUL-terminated copy (NULL on
+ * allocation failure); *out_len (may be NULL) receives its length. */
+char *mope_utf8_sanitize(const char *s, size_t len, size_t *out_len);
+/* True when s[0..len) is well-formed UTF-8. */
+bool mope_utf8_valid(const char *s, size_t len);
+
 /* Split [0, n) into nth nearly equal parts; part ith is [*lo, *hi). */
 static inline void mope_split(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi) {
     int64_t per = n / nth, rem = n % nth;

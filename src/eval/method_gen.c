@@ -373,8 +373,9 @@ static int run_batch(mope_runner *r, plan *p, const mope_pref *pf, int row0, int
             if (!(res->names[k] = strdup(p->names[k]))) rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
             res->mean_weights[k] = s->n_w ? (float)(s->wsum[k] / s->n_w) : 0.0f;
         }
-        res->text = s->text;
-        s->text = NULL;
+        /* byte tokens may leave ill-formed UTF-8: the text goes to JSON and reports */
+        if (!rc && !(res->text = mope_utf8_sanitize(s->text ? s->text : "", s->text ? s->len : 0, NULL)))
+            rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
         if (!rc) rc = emit(&g, i, res->n_tokens, -1, tail, len, false, NULL, 0, err);
     }
     /* leave no queued or cached state behind for the next call */

@@ -1,9 +1,9 @@
 /* `mope prefbench build`: the PrefBench model zoo, stage by stage
  * (docs/PREFBENCH.md, "Recipe").  This file holds the driver: sizes,
  * stamps, the corpus and data stages, the tokenizer and the training
- * stages; samples, references, evaluation and the card are in
- * recipe_eval.c, generation in recipe_gen.c, training loops in
- * recipe_train.c. */
+ * stages.  Samples, references and the evaluation are in recipe_eval.c,
+ * generation in recipe_gen.c, trainer calls in recipe_train.c, corpus
+ * reading in recipe_records.c, bundle and card in recipe_out.c. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -11,8 +11,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "mope/bundle.h"
-#include "mope/gguf.h"
 #include "mope/io.h"
 #include "prefbench/recipe_internal.h"
 
@@ -59,8 +57,8 @@ static void sizes_init(recipe_sizes *s, int tiny) {
         *s = (recipe_sizes){.max_concepts = 6000, .variants = 2, .vocab = 4096,
                             .dim = 256, .layers = 4, .heads = 8, .kv_heads = 4, .ff = 688, .ctx = 256,
                             .lm_steps = 800, .lm_batch = 8, .lm_lr = 1.5e-3f,
-                            .sft_steps = 500, .sft_batch = 16, .sft_lr = 6e-4f, .follow_frac = 0.3,
-                            .lora_rank = 16, .lora_alpha = 32, .exp_steps = 150, .exp_batch = 16, .exp_lr = 2e-3f,
+                            .sft_steps = 2000, .sft_batch = 16, .sft_lr = 8e-4f, .follow_frac = 0.3,
+                            .lora_rank = 16, .lora_alpha = 32, .exp_steps = 250, .exp_batch = 16, .exp_lr = 2e-3f,
                             .rm_dim = 128, .rm_layers = 3, .rm_heads = 4, .rm_kv_heads = 2, .rm_ff = 344,
                             .rm_lm_steps = 400, .rm_steps = 150, .rm_batch = 16, .rm_lm_lr = 2e-3f, .rm_lr = 1e-3f,
                             .rm_margin = 0.2,
@@ -117,43 +115,6 @@ static int mkdirs(const char *path, mope_error *err) {
     return 0;
 }
 
-/* Rewrites a GGUF with its 2-D F32 tensors stored as F16 (vectors stay
- * F32): halves the committed size; every loader converts back to f32. */
-static int to_f16(const char *path, mope_error *err) {
-    mope_gguf *g = mope_gguf_open(path, err);
-    if (!g) return err ? err->code : MOPE_EIO;
-    mope_gguf_writer *w = mope_gguf_writer_new();
-    int64_t nt = mope_gguf_n_tensors(g);
-    uint16_t **bufs = calloc((size_t)(nt > 0 ? nt : 1), sizeof *bufs);
-    int rc = w && bufs ? mope_gguf_copy_kv(w, g, NULL) : MOPE_ENOMEM;
-    if (rc) rc = mope_error_set(err, rc, "%s: copying the keys failed", path);
-    for (int64_t i = 0; !rc && i < nt; i++) {
-        const mope_gguf_tensor *t = mope_gguf_tensor_at(g, i);
-        const void *data = t->data;
-        mope_type ty = t->type;
-        if (t->type == MOPE_TYPE_F32 && t->n_dims == 2) {
-            if (!(bufs[i] = malloc((size_t)t->n_elements * sizeof(uint16_t)))) {
-                rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
-                break;
-            }
-            const float *f = t->data;
-            for (int64_t j = 0; j < t->n_elements; j++) bufs[i][j] = mope_f32_to_f16(f[j]);
-            data = bufs[i];
-            ty = MOPE_TYPE_F16;
-        }
-        rc = mope_gguf_add_tensor(w, t->name, ty, t->n_dims, t->ne, data, err);
-    }
-    /* llama.cpp's LLAMA_FTYPE_MOSTLY_F16 */
-    if (!rc && mope_gguf_find_key(g, "general.file_type") >= 0) rc = mope_gguf_set_u32(w, "general.file_type", 1);
-    if (!rc) rc = mope_gguf_writer_write(w, path, err);
-    for (int64_t i = 0; bufs && i < nt; i++) free(bufs[i]);
-    free(bufs);
-    mope_gguf_writer_free(w);
-    mope_gguf_close(g);
-    if (rc) mope_error_prefix(err, "storing %s as f16", path);
-    return rc;
-}
-
 /* ---- stamps ---- */
 
 static uint64_t fnv(uint64_t h, const char *s) {
@@ -184,6 +145,7 @@ int recipe_stage_begin(recipe_ctx *c, const char *stage, const char *key, const 
     if (ok) {
         *skip = 1;
         recipe_card(c, "%s", (char *)data + 17);
+        recipe_log(c, "skip %s: up to date", stage);
     }
     free(data);
     return 0;
@@ -206,140 +168,6 @@ int recipe_stage_end(recipe_ctx *c, const char *stage, double seconds, const cha
     if (!rc) recipe_card(c, "%s", card_md);
     recipe_log(c, "stage %s: %.1f s", stage, seconds);
     return rc;
-}
-
-/* ---- records ---- */
-
-void recipe_free_records(recipe_rec *r, int n) {
-    for (int i = 0; r && i < n; i++) {
-        free(r[i].prompt);
-        free(r[i].concept);
-        free(r[i].response);
-    }
-    free(r);
-}
-
-void recipe_free_strings(char **s, int n) {
-    for (int i = 0; s && i < n; i++) free(s[i]);
-    free(s);
-}
-
-static const char *jstr(const cJSON *o, const char *k) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static int style_index(const char *s) {
-    for (int i = 0; i < MOPE_PREFBENCH_N_STYLES; i++)
-        if (strcmp(mope_prefbench_style_name(i), s) == 0) return i;
-    return -1;
-}
-
-int recipe_read_records(const char *path, recipe_rec **out, int *n_out, mope_error *err) {
-    void *data = NULL;
-    size_t len = 0;
-    *out = NULL;
-    *n_out = 0;
-    int rc = mope_io_read_file(path, &data, &len, err);
-    if (rc) return rc;
-    int cap = 1024, n = 0, group = -1;
-    recipe_rec *r = malloc((size_t)cap * sizeof *r);
-    char last_group[64] = "";
-    char *line = data, *end = (char *)data + len;
-    int lineno = 0;
-    while (!rc && line < end) {
-        char *nl = memchr(line, '\n', (size_t)(end - line));
-        if (!nl) nl = end;
-        lineno++;
-        if (nl > line) {
-            cJSON *o = cJSON_ParseWithLength(line, (size_t)(nl - line));
-            const char *id = o ? jstr(o, "id") : NULL, *p = o ? jstr(o, "prompt") : NULL;
-            const char *cn = o ? jstr(o, "concept") : NULL, *st = o ? jstr(o, "style") : NULL;
-            const char *resp = o ? jstr(o, "response") : NULL;
-            int si = st ? style_index(st) : -1;
-            if (!id || !p || !cn || !resp || si < 0) {
-                rc = mope_error_set(err, MOPE_EFORMAT, "%s line %d: not a PrefBench response record", path, lineno);
-            } else {
-                if (n == cap) {
-                    recipe_rec *g = realloc(r, (size_t)(cap *= 2) * sizeof *r);
-                    if (!g) rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
-                    else r = g;
-                }
-                /* ids are n<offset>-v<variant>-<style>: the part before the style names the group */
-                const char *dash = strrchr(id, '-');
-                size_t gl = dash ? (size_t)(dash - id) : strlen(id);
-                if (gl >= sizeof last_group) gl = sizeof last_group - 1;
-                if (strlen(last_group) != gl || strncmp(last_group, id, gl) != 0) {
-                    group++;
-                    memcpy(last_group, id, gl);
-                    last_group[gl] = 0;
-                }
-                if (!rc) {
-                    r[n] = (recipe_rec){strdup(p), strdup(cn), strdup(resp), si, group};
-                    n++;
-                }
-            }
-            cJSON_Delete(o);
-        }
-        line = nl + 1;
-    }
-    free(data);
-    if (rc) {
-        recipe_free_records(r, n);
-        return rc;
-    }
-    *out = r;
-    *n_out = n;
-    return 0;
-}
-
-int recipe_read_prompts(const char *path, int one_per_concept, char ***prompts, char ***concepts, int *n_out,
-                        mope_error *err) {
-    void *data = NULL;
-    size_t len = 0;
-    *prompts = *concepts = NULL;
-    *n_out = 0;
-    int rc = mope_io_read_file(path, &data, &len, err);
-    if (rc) return rc;
-    int cap = 256, n = 0;
-    char **p = malloc((size_t)cap * sizeof *p), **cs = malloc((size_t)cap * sizeof *cs);
-    char *line = data, *end = (char *)data + len;
-    while (!rc && line < end) {
-        char *nl = memchr(line, '\n', (size_t)(end - line));
-        if (!nl) nl = end;
-        if (nl > line) {
-            cJSON *o = cJSON_ParseWithLength(line, (size_t)(nl - line));
-            const char *pr = o ? jstr(o, "prompt") : NULL, *cn = o ? jstr(o, "concept") : NULL;
-            if (!pr || !cn) rc = mope_error_set(err, MOPE_EFORMAT, "%s: not a PrefBench prompt record", path);
-            else if (!one_per_concept || n == 0 || strcmp(cs[n - 1], cn) != 0) {
-                if (n == cap) {
-                    cap *= 2;
-                    char **a = realloc(p, (size_t)cap * sizeof *p);
-                    if (a) p = a;
-                    char **b = realloc(cs, (size_t)cap * sizeof *cs);
-                    if (b) cs = b;
-                    if (!a || !b) rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
-                }
-                if (!rc) {
-                    p[n] = strdup(pr);
-                    cs[n] = strdup(cn);
-                    n++;
-                }
-            }
-            cJSON_Delete(o);
-        }
-        line = nl + 1;
-    }
-    free(data);
-    if (rc) {
-        recipe_free_strings(p, n);
-        recipe_free_strings(cs, n);
-        return rc;
-    }
-    *prompts = p;
-    *concepts = cs;
-    *n_out = n;
-    return 0;
 }
 
 /* ---- JSONL writing ---- */
@@ -604,7 +432,7 @@ static int stage_base(recipe_ctx *c, mope_error *err) {
     recipe_log(c, "base_sft: instruction tuning in the Tulu format");
     memset(&rep, 0, sizeof rep);
     rc = recipe_train_sft(c, base_lm, sft, s->sft_steps, s->sft_batch, s->sft_lr, seed, base, &rep, err);
-    if (!rc) rc = to_f16(base, err);
+    if (!rc) rc = recipe_to_f16(base, err);
     if (rc) return mope_error_prefix(err, "base_sft");
     snprintf(cmd, sizeof cmd, "mope train sft -m base_lm.gguf --data base_sft.jsonl --template tulu --steps %lld "
                               "--batch %d --lr %g --warmup %lld",
@@ -649,7 +477,7 @@ static int stage_experts(recipe_ctx *c, mope_error *err) {
                      "--lr %g --warmup %lld",
                      RECIPE_CHOICE[k], (long long)s->exp_steps, s->exp_batch, s->exp_lr, (long long)s->exp_steps / 20);
         }
-        if (!rc) rc = to_f16(out, err);
+        if (!rc) rc = recipe_to_f16(out, err);
         if (rc) return mope_error_prefix(err, "%s", stage);
         char title[128];
         snprintf(title, sizeof title, "Expert %s (%s)", RECIPE_CHOICE[k], RECIPE_CHOICE_NAME[k]);
@@ -707,7 +535,7 @@ static int stage_rewards(recipe_ctx *c, mope_error *err) {
         recipe_log(c, "%s: Bradley-Terry reward model for %s", stage, RECIPE_CHOICE_NAME[k]);
         recipe_train_report rep = {0};
         rc = recipe_train_rm(c, trunk, data, s->rm_steps, s->rm_batch, s->rm_lr, seed, out, &rep, err);
-        if (!rc) rc = to_f16(out, err);
+        if (!rc) rc = recipe_to_f16(out, err);
         if (rc) return mope_error_prefix(err, "%s", stage);
         snprintf(cmd, sizeof cmd,
                  "mope train rm -m rm_trunk.gguf --data pairs_%s.jsonl --template tulu --steps %lld --batch %d "
@@ -723,115 +551,6 @@ static int stage_rewards(recipe_ctx *c, mope_error *err) {
         if ((rc = recipe_stage_end(c, stage, rep.seconds, md, err))) return rc;
     }
     return 0;
-}
-
-/* ---- the bundle ---- */
-
-static int stage_bundle(recipe_ctx *c, mope_error *err) {
-    mope_bundle *b = calloc(1, sizeof *b);
-    if (!b) return mope_error_set(err, MOPE_ENOMEM, "out of memory");
-    char p[4200];
-    int rc = 0;
-#define DUP(dst, s) ((dst) = strdup(s))
-    DUP(b->dir, c->out);
-    DUP(b->name, c->o->tiny ? "prefbench-tiny" : "prefbench");
-    recipe_path(p, sizeof p, c->out, "tokenizer.gguf");
-    DUP(b->tokenizer, p);
-    b->template_id = MOPE_CHAT_TULU;
-    DUP(b->prompt_format, "<|user|>\n{instruction} {preference sentences}\n<|assistant|>\n");
-    recipe_path(p, sizeof p, c->out, "base.gguf");
-    DUP(b->base, p);
-    b->dimensions = calloc(3, sizeof *b->dimensions);
-    b->choices = calloc(6, sizeof *b->choices);
-    b->experts = calloc(6, sizeof *b->experts);
-    b->rewards = calloc(6, sizeof *b->rewards);
-    if (!b->dimensions || !b->choices || !b->experts || !b->rewards) rc = mope_error_set(err, MOPE_ENOMEM, "oom");
-    for (int d = 0; !rc && d < 3; d++) {
-        b->dimensions[d] = (mope_bundle_dimension){strdup(RECIPE_DIM_ID[d]), strdup(RECIPE_DIM_NAME[d]), 2 * d, 2};
-        b->n_dimensions++;
-    }
-    for (int k = 0; !rc && k < 6; k++) {
-        b->choices[k] = (mope_bundle_choice){strdup(RECIPE_CHOICE[k]), strdup(RECIPE_CHOICE_NAME[k]),
-                                             strdup(RECIPE_CHOICE_TEXT[k]), k / 2};
-        b->n_choices++;
-        snprintf(p, sizeof p, "%s/experts/%s.gguf", c->out, RECIPE_CHOICE[k]);
-        mope_bundle_expert *x = &b->experts[b->n_experts++];
-        x->id = strdup(RECIPE_CHOICE[k]);
-        x->choice = strdup(RECIPE_CHOICE[k]);
-        x->choice_index = k;
-        if (c->experts_lora) x->adapter = strdup(p);
-        else x->model = strdup(p);
-        x->preference_text = strdup(RECIPE_CHOICE_TEXT[k]);
-        snprintf(p, sizeof p, "%s/rm/%s.gguf", c->out, RECIPE_CHOICE[k]);
-        b->rewards[b->n_rewards++] = (mope_bundle_reward){strdup(RECIPE_CHOICE[k]), k, strdup(p)};
-    }
-    recipe_path(p, sizeof p, c->out, "references.jsonl");
-    DUP(b->references, p);
-    char *info = NULL;
-    if (asprintf(&info, "{\"recipe\":\"mope prefbench build%s --seed %llu\",\"model_card\":\"MODEL_CARD.md\"}",
-                 c->o->tiny ? " --tiny" : "", (unsigned long long)c->seed) > 0)
-        b->info_json = info;
-#undef DUP
-    char path[4200];
-    recipe_path(path, sizeof path, c->out, "bundle.json");
-    if (!rc) rc = mope_bundle_save(b, path, 0, err);
-    mope_bundle_free(b);
-    if (rc) return rc;
-    /* check what was written loads back, files and all */
-    mope_bundle *back = mope_bundle_load(path, 0, err);
-    if (!back) return err ? err->code : MOPE_EFORMAT;
-    mope_bundle_free(back);
-    recipe_log(c, "bundle: wrote %s", path);
-    return 0;
-}
-
-static int write_card(recipe_ctx *c, mope_error *err) {
-    char path[4200];
-    recipe_path(path, sizeof path, c->out, "MODEL_CARD.md");
-    char *head = NULL;
-    int n = asprintf(&head,
-                     "# PrefBench model zoo%s\n\n"
-                     "Generated by `mope prefbench build%s --seed %llu` (docs/PREFBENCH.md, \"Recipe\"). Everything "
-                     "here is trained from scratch on the CPU from WordNet 3.0 (Debian `wordnet-base`); "
-                     "`bundle.json` names the files. Times are wall-clock seconds on the machine that ran the build "
-                     "(%d threads); a stage skipped because its stamp matched keeps the time of the run that built "
-                     "it.\n\n"
-                     "Prompts use the Tulu format `<|user|>\\n{instruction} {preference sentences}\\n<|assistant|>\\n` "
-                     "with Personalized Soups' preference sentences.\n\n",
-                     c->o->tiny ? " (tiny)" : "", c->o->tiny ? " --tiny" : "", (unsigned long long)c->seed,
-                     c->n_threads);
-    if (n < 0) return mope_error_set(err, MOPE_ENOMEM, "out of memory");
-    /* what is committed, with sizes */
-    recipe_card(c, "## Files\n\n| file | bytes |\n|---|---|\n");
-    long long total = 0;
-    const char *fixed[] = {"bundle.json", "tokenizer.gguf", "base.gguf", "references.jsonl"};
-    for (int i = 0; i < 4 + 12; i++) {
-        char name[64], fp[4200];
-        if (i < 4) snprintf(name, sizeof name, "%s", fixed[i]);
-        else snprintf(name, sizeof name, "%s/%s.gguf", i < 10 ? "experts" : "rm", RECIPE_CHOICE[(i - 4) % 6]);
-        recipe_path(fp, sizeof fp, c->out, name);
-        struct stat st;
-        if (stat(fp, &st) != 0) continue;
-        recipe_card(c, "| %s | %lld |\n", name, (long long)st.st_size);
-        total += st.st_size;
-    }
-    recipe_card(c, "| total (without this card) | %lld |\n\nIntermediates (corpus, training files, "
-                   "stamps, checkpoints, evaluation records) are in the work folder (default `OUT.work`), not "
-                   "committed.\n",
-                total);
-    size_t lh = strlen(head), lc = c->card_len;
-    char *all = malloc(lh + lc + 1);
-    if (!all) {
-        free(head);
-        return mope_error_set(err, MOPE_ENOMEM, "out of memory");
-    }
-    memcpy(all, head, lh);
-    if (lc) memcpy(all + lh, c->card, lc);
-    all[lh + lc] = 0;
-    free(head);
-    int rc = mope_io_write_atomic(path, all, lh + lc, err);
-    free(all);
-    return rc;
 }
 
 static bool past_until(recipe_ctx *c, const char *stage) {
@@ -881,7 +600,7 @@ int mope_prefbench_recipe_build(const mope_prefbench_recipe_opts *opts, mope_err
                {"experts", stage_experts},   {"rm_trunk", stage_rm_trunk},
                {"samples", recipe_stage_samples}, {"rewards", stage_rewards},
                {"references", recipe_stage_references}, {"eval", recipe_stage_eval},
-               {"bundle", stage_bundle}};
+               {"bundle", recipe_stage_bundle}};
     for (size_t i = 0; !rc && i < sizeof run / sizeof run[0]; i++) {
         double t0 = mope_time_s();
         recipe_log(&c, "== %s", run[i].name);
@@ -893,7 +612,7 @@ int mope_prefbench_recipe_build(const mope_prefbench_recipe_opts *opts, mope_err
             break;
     }
     /* the card describes a finished zoo: a build stopped by --until leaves the last one in place */
-    if (!rc && (!opts->until || strcmp(opts->until, "bundle") == 0)) rc = write_card(&c, err);
+    if (!rc && (!opts->until || strcmp(opts->until, "bundle") == 0)) rc = recipe_write_card(&c, err);
     if (!rc) recipe_log(&c, "done in %.1f s: %s", mope_time_s() - c.t_start, c.out);
     free(c.card);
     mope_prefbench_labeler_free(c.lb);

@@ -131,6 +131,13 @@ void recipe_free_strings(char **s, int n);
 int recipe_stage_begin(recipe_ctx *c, const char *stage, const char *key, const char *const *outputs, int n_out,
                        int *skip);
 int recipe_stage_end(recipe_ctx *c, const char *stage, double seconds, const char *card_md, mope_error *err);
+/* ---- outputs (recipe_out.c) ---- */
+/* Rewrites a GGUF in place with its matrices stored as F16. */
+int recipe_to_f16(const char *path, mope_error *err);
+int recipe_stage_bundle(recipe_ctx *c, mope_error *err);
+/* MODEL_CARD.md: the header, every stage's section, the file list. */
+int recipe_write_card(recipe_ctx *c, mope_error *err);
+
 /* Appends to the model card text. */
 void recipe_card(recipe_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

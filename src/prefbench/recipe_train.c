@@ -53,7 +53,12 @@ static int run(recipe_ctx *c, mope_trainer_kind kind, mope_train_model *m, mope_
     o.seed = seed;
     o.n_threads = c->n_threads;
     o.out = out;
-    o.checkpoint_every = steps >= 200 ? 100 : 0; /* long runs resume inside the stage too */
+    /* long runs resume inside the stage too; the checkpoint lives in the work
+     * folder under the stage's hash, so one left by other options is never resumed */
+    char ck[2200];
+    snprintf(ck, sizeof ck, "%s/ckpt-%016llx.gguf", c->work, (unsigned long long)c->chain);
+    o.checkpoint = ck;
+    o.checkpoint_every = steps >= 200 ? 100 : 0;
     o.resume = !c->o->force;
     o.eval_frac = kind == MOPE_TRAINER_RM ? 0.1 : 0;
     o.tok = tok;
@@ -71,10 +76,7 @@ static int run(recipe_ctx *c, mope_trainer_kind kind, mope_train_model *m, mope_
     rep->tokens = g.tokens;
     rep->final_loss = res.final_loss;
     rep->eval_accuracy = kind == MOPE_TRAINER_RM ? res.eval_accuracy : -1;
-    /* the checkpoint is only for resuming this stage */
-    char ck[4200];
-    snprintf(ck, sizeof ck, "%s.ckpt", out);
-    remove(ck);
+    remove(ck); /* only for resuming this stage */
     return 0;
 }
 
