@@ -141,8 +141,11 @@ void *mope_alloc(size_t n, size_t size);
 void mope_free(void *p);
 
 /* ---- thread pool ----
- * mope_pool_run calls fn(ctx, ith, nth) for ith = 0..nth-1, one call per
- * thread (the caller is thread 0), and returns when all have finished.
+ * mope_pool_run calls fn(ctx, ith, nth) once for each index ith = 0..nth-1
+ * and returns when all have finished.  Index 0 runs on the caller; the others
+ * on whichever thread claims them first (a thread that finished its share
+ * takes over shares whose worker has not started), so a job must not wait
+ * for another index of the same job (no barriers inside a job).
  * Workers spin briefly between jobs, because a decode step dispatches
  * hundreds of short jobs per token. */
 typedef struct mope_pool mope_pool;

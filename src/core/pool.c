@@ -36,10 +36,6 @@ struct mope_pool {
     pthread_cond_t cv;
 };
 
-typedef struct {
-    mope_pool *p;
-    int ith;
-} worker_arg;
 
 /* ~50 us of pausing covers the gap between two matmuls of a decode step;
  * after that, yield so an oversubscribed machine runs the thread we are
@@ -75,9 +71,7 @@ static void run_claims(mope_pool *p, uint32_t gen) {
 }
 
 static void *worker(void *arg) {
-    worker_arg *wa = arg;
-    mope_pool *p = wa->p;
-    free(wa);
+    mope_pool *p = arg;
     uint32_t seen = 0;
     for (;;) {
         uint32_t g;
@@ -121,13 +115,9 @@ mope_pool *mope_pool_create(int n_threads, mope_error *err) {
     if (!p->threads) goto oom;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
+    /* workers need no index of their own: they claim indices per job */
     for (int i = 1; i < n_threads; i++) {
-        worker_arg *wa = malloc(sizeof *wa);
-        if (!wa) goto oom_started;
-        wa->p = p;
-        wa->ith = i;
-        if (pthread_create(&p->threads[i], NULL, worker, wa) != 0) {
-            free(wa);
+        if (pthread_create(&p->threads[i], NULL, worker, p) != 0) {
             p->n = i;
             mope_pool_free(p);
             mope_error_set(err, MOPE_ENOMEM, "could not start thread %d of %d", i, n_threads);
@@ -135,11 +125,6 @@ mope_pool *mope_pool_create(int n_threads, mope_error *err) {
         }
     }
     return p;
-oom_started:
-    p->n = n_threads;
-    mope_pool_free(p);
-    mope_error_set(err, MOPE_ENOMEM, "out of memory creating thread pool");
-    return NULL;
 oom:
     if (p) free(p->threads);
     free(p);

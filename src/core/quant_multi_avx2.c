@@ -9,9 +9,11 @@
  * Each kernel is written once with the row count R as a parameter and
  * instantiated for R = 1..4 (always_inline + unrolled row loops), so the
  * per-row accumulators live in registers; R = 1 is the table's single-row
- * kernel for these types.  Two accumulators per row (even and odd blocks)
- * hide the FMA latency; integer arithmetic is the sign trick of
- * quant_avx2.c with the same ranges. */
+ * kernel for these types, so a row's result is bit-identical alone or in a
+ * batch.  Q8_0/Q4_0 keep two accumulators per row (even and odd blocks),
+ * F32/F16 four (and so go two rows at a time), the K-quants one per
+ * super-block: enough to hide the FMA latency for a lone row.  Integer
+ * arithmetic is the sign trick of quant_avx2.c with the same ranges. */
 #include <immintrin.h>
 
 #include "core/quant_kernels.h"
