@@ -4,7 +4,7 @@
  * not by the thread count: rows for per-row work, columns for the
  * reductions over rows (norm weights, embedding rows), (sequence, KV head)
  * groups for attention (the query heads of one group share dK, dV). */
-#include "train/train_internal.h"
+#include "train/attn.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -210,113 +210,7 @@ const tl_kernels *tl_kernels_best(void) {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? &tl_kernels_avx2 : &tl_kernels_scalar;
 }
 
-/* ---- causal attention with GQA ----
- * q[N, H*hd], k/v[N, KH*hd]; query head h reads KV head h / (H/KH).
- * att[b, h, t, :] = softmax_{t2 <= t}(q_t . k_t2 / sqrt(hd)); y_t = sum att v.
- * One task per (sequence, KV head): its keys (or values) are transposed once
- * into the thread's scratch so the score rows are vertical loops. */
-
-typedef struct {
-    const tl_kernels *kn;
-    float *y, *att, *dq, *dk, *dv, *thr;
-    const float *q, *k, *v, *dy, *att_in;
-    int B, T, H, KH, hd;
-} attn_job;
-
-/* dst[d*T + t] = src[t*ld + d] */
-static void transpose_rows(float *dst, const float *src, size_t ld, int T, int hd) {
-    for (int t = 0; t < T; t++)
-        for (int d = 0; d < hd; d++) dst[(size_t)d * T + t] = src[(size_t)t * ld + d];
-}
-
-static void attn_fwd_job(void *ctx, int ith, int nth) {
-    attn_job *j = ctx;
-    const tl_kernels *kn = j->kn;
-    int T = j->T, H = j->H, KH = j->KH, hd = j->hd, G = H / KH;
-    size_t qs = (size_t)H * hd, ks = (size_t)KH * hd;
-    float scale = 1.0f / sqrtf((float)hd);
-    float *kt = j->thr + (size_t)ith * (hd + 1) * T;
-    int64_t lo, hi;
-    mope_split((int64_t)j->B * KH, ith, nth, &lo, &hi);
-    for (int64_t task = lo; task < hi; task++) {
-        int b = (int)(task / KH), kh = (int)(task % KH);
-        size_t koff = (size_t)b * T * ks + (size_t)kh * hd;
-        transpose_rows(kt, j->k + koff, ks, T, hd);
-        for (int h = kh * G; h < (kh + 1) * G; h++) {
-            for (int t = 0; t < T; t++) {
-                size_t qoff = ((size_t)b * T + t) * qs + (size_t)h * hd;
-                float *a = j->att + (((size_t)b * H + h) * T + t) * T;
-                kn->rowdot(a, j->q + qoff, kt, (size_t)T, t + 1, hd);
-                float mx = -INFINITY;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    a[t2] *= scale;
-                    if (a[t2] > mx) mx = a[t2];
-                }
-                float sum = 0;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    a[t2] = expf(a[t2] - mx);
-                    sum += a[t2];
-                }
-                float inv = 1.0f / sum;
-                for (int t2 = 0; t2 <= t; t2++) a[t2] *= inv;
-                for (int t2 = t + 1; t2 < T; t2++) a[t2] = 0;
-                kn->wsum(j->y + qoff, a, j->v + koff, ks, t + 1, hd);
-            }
-        }
-    }
-}
-
-void tl_attn_fwd(mope_pool *p, const tl_kernels *kn, float *thr, float *y, float *att, const float *q, const float *k,
-                 const float *v, int B, int T, int H, int KH, int hd) {
-    attn_job j = {.kn = kn, .thr = thr, .y = y, .att = att, .q = q, .k = k, .v = v, .B = B, .T = T, .H = H,
-                  .KH = KH, .hd = hd};
-    mope_pool_run(p, attn_fwd_job, &j);
-}
-
-/* With P = att, s = pre-softmax scores:
- *   dP[t, t2] = dy_t . v_t2;  dv_t2 += P[t, t2] dy_t
- *   ds[t, t2] = P[t, t2] (dP[t, t2] - sum_j P[t, j] dP[t, j])
- *   dq_t = scale sum_t2 ds[t, t2] k_t2;  dk_t2 += scale ds[t, t2] q_t */
-static void attn_bwd_job(void *ctx, int ith, int nth) {
-    attn_job *j = ctx;
-    const tl_kernels *kn = j->kn;
-    int T = j->T, H = j->H, KH = j->KH, hd = j->hd, G = H / KH;
-    size_t qs = (size_t)H * hd, ks = (size_t)KH * hd;
-    float scale = 1.0f / sqrtf((float)hd);
-    float *vt = j->thr + (size_t)ith * (hd + 1) * T, *dp = vt + (size_t)hd * T;
-    int64_t lo, hi;
-    mope_split((int64_t)j->B * KH, ith, nth, &lo, &hi);
-    for (int64_t task = lo; task < hi; task++) {
-        int b = (int)(task / KH), kh = (int)(task % KH);
-        size_t koff = (size_t)b * T * ks + (size_t)kh * hd;
-        const float *kb = j->k + koff;
-        float *dkb = j->dk + koff, *dvb = j->dv + koff;
-        transpose_rows(vt, j->v + koff, ks, T, hd);
-        for (int t = 0; t < T; t++)
-            for (int d = 0; d < hd; d++) dkb[(size_t)t * ks + d] = dvb[(size_t)t * ks + d] = 0;
-        for (int h = kh * G; h < (kh + 1) * G; h++) {
-            for (int t = 0; t < T; t++) {
-                size_t qoff = ((size_t)b * T + t) * qs + (size_t)h * hd;
-                const float *qt = j->q + qoff, *dyt = j->dy + qoff;
-                const float *a = j->att_in + (((size_t)b * H + h) * T + t) * T;
-                kn->rowdot(dp, dyt, vt, (size_t)T, t + 1, hd);
-                kn->outer_acc(dvb, ks, a, dyt, t + 1, hd);
-                float sum = 0;
-                for (int t2 = 0; t2 <= t; t2++) sum += a[t2] * dp[t2];
-                for (int t2 = 0; t2 <= t; t2++) dp[t2] = a[t2] * (dp[t2] - sum) * scale; /* ds */
-                kn->wsum(j->dq + qoff, dp, kb, ks, t + 1, hd);
-                kn->outer_acc(dkb, ks, dp, qt, t + 1, hd);
-            }
-        }
-    }
-}
-
-void tl_attn_bwd(mope_pool *p, const tl_kernels *kn, float *thr, float *dq, float *dk, float *dv, const float *dy,
-                 const float *att, const float *q, const float *k, const float *v, int B, int T, int H, int KH, int hd) {
-    attn_job j = {.kn = kn, .thr = thr, .dq = dq, .dk = dk, .dv = dv, .dy = dy, .att_in = att, .q = q, .k = k,
-                  .v = v, .B = B, .T = T, .H = H, .KH = KH, .hd = hd};
-    mope_pool_run(p, attn_bwd_job, &j);
-}
+/* Causal attention itself (tl_attn_fwd, tl_attn_bwd) is in attn.c. */
 
 /* ---- SwiGLU: h = silu(gate) * up, silu(g) = g * sigmoid(g) ---- */
 
@@ -324,12 +218,17 @@ typedef struct {
     float *h, *dgate, *dup;
     const float *gate, *up, *dh;
     size_t n;
+    bool vec; /* AVX2 exp (same function for every element, whatever the split) */
 } swiglu_job;
 
 static void swiglu_fwd_job(void *ctx, int ith, int nth) {
     swiglu_job *j = ctx;
     int64_t lo, hi;
     mope_split((int64_t)j->n, ith, nth, &lo, &hi);
+    if (j->vec) {
+        tl_swiglu_fwd_avx2(j->h, j->gate, j->up, (size_t)lo, (size_t)hi);
+        return;
+    }
     for (int64_t i = lo; i < hi; i++) {
         float g = j->gate[i];
         j->h[i] = g / (1.0f + expf(-g)) * j->up[i];
@@ -337,7 +236,7 @@ static void swiglu_fwd_job(void *ctx, int ith, int nth) {
 }
 
 void tl_swiglu_fwd(mope_pool *p, float *h, const float *gate, const float *up, size_t n) {
-    swiglu_job j = {.h = h, .gate = gate, .up = up, .n = n};
+    swiglu_job j = {.h = h, .gate = gate, .up = up, .n = n, .vec = tl_kernels_best() == &tl_kernels_avx2};
     mope_pool_run(p, swiglu_fwd_job, &j);
 }
 
@@ -346,6 +245,10 @@ static void swiglu_bwd_job(void *ctx, int ith, int nth) {
     swiglu_job *j = ctx;
     int64_t lo, hi;
     mope_split((int64_t)j->n, ith, nth, &lo, &hi);
+    if (j->vec) {
+        tl_swiglu_bwd_avx2(j->dgate, j->dup, j->dh, j->gate, j->up, (size_t)lo, (size_t)hi);
+        return;
+    }
     for (int64_t i = lo; i < hi; i++) {
         float g = j->gate[i], u = j->up[i], dh = j->dh[i];
         float sg = 1.0f / (1.0f + expf(-g));
@@ -356,7 +259,8 @@ static void swiglu_bwd_job(void *ctx, int ith, int nth) {
 
 void tl_swiglu_bwd(mope_pool *p, float *dgate, float *dup, const float *dh, const float *gate, const float *up,
                    size_t n) {
-    swiglu_job j = {.dgate = dgate, .dup = dup, .dh = dh, .gate = gate, .up = up, .n = n};
+    swiglu_job j = {.dgate = dgate, .dup = dup, .dh = dh, .gate = gate, .up = up, .n = n,
+                    .vec = tl_kernels_best() == &tl_kernels_avx2};
     mope_pool_run(p, swiglu_bwd_job, &j);
 }
 
@@ -368,6 +272,7 @@ typedef struct {
     const int32_t *tgt;
     int N, V;
     float coef;
+    bool vec; /* AVX2 exp */
 } ce_job;
 
 static void ce_fwd_job(void *ctx, int ith, int nth) {
@@ -381,7 +286,17 @@ static void ce_fwd_job(void *ctx, int ith, int nth) {
         for (int i = 1; i < V; i++)
             if (l[i] > mx) mx = l[i];
         double s = 0;
-        for (int i = 0; i < V; i++) s += expf(l[i] - mx);
+        if (j->vec) {
+            float e[256];
+            for (int i0 = 0; i0 < V; i0 += 256) {
+                int m = V - i0 < 256 ? V - i0 : 256;
+                for (int i = 0; i < m; i++) e[i] = l[i0 + i] - mx;
+                tl_exp_avx2(e, (size_t)m);
+                for (int i = 0; i < m; i++) s += e[i];
+            }
+        } else {
+            for (int i = 0; i < V; i++) s += expf(l[i] - mx);
+        }
         float lse = mx + (float)log(s);
         j->lse[n] = lse;
         j->nll[n] = j->tgt[n] >= 0 ? lse - l[j->tgt[n]] : 0.0f;
@@ -390,7 +305,8 @@ static void ce_fwd_job(void *ctx, int ith, int nth) {
 
 double tl_ce_fwd(mope_pool *p, float *lse, float *nll, const float *logits, const int32_t *tgt, const float *wgt,
                  int N, int V) {
-    ce_job j = {.lse = lse, .nll = nll, .logits = (float *)logits, .tgt = tgt, .N = N, .V = V};
+    ce_job j = {.lse = lse, .nll = nll, .logits = (float *)logits, .tgt = tgt, .N = N, .V = V,
+                .vec = tl_kernels_best() == &tl_kernels_avx2};
     mope_pool_run(p, ce_fwd_job, &j);
     double sum = 0;
     for (int n = 0; n < N; n++)
@@ -411,13 +327,20 @@ static void ce_bwd_job(void *ctx, int ith, int nth) {
             continue;
         }
         float lse = j->lse_in[n];
-        for (int i = 0; i < V; i++) l[i] = c * expf(l[i] - lse);
+        if (j->vec) {
+            for (int i = 0; i < V; i++) l[i] -= lse;
+            tl_exp_avx2(l, (size_t)V);
+            for (int i = 0; i < V; i++) l[i] *= c;
+        } else {
+            for (int i = 0; i < V; i++) l[i] = c * expf(l[i] - lse);
+        }
         l[j->tgt[n]] -= c;
     }
 }
 
 void tl_ce_bwd(mope_pool *p, float *logits, const float *lse, const int32_t *tgt, const float *wgt, int N, int V,
                float coef) {
-    ce_job j = {.logits = logits, .lse_in = lse, .tgt = tgt, .wgt = wgt, .N = N, .V = V, .coef = coef};
+    ce_job j = {.logits = logits, .lse_in = lse, .tgt = tgt, .wgt = wgt, .N = N, .V = V, .coef = coef,
+                .vec = tl_kernels_best() == &tl_kernels_avx2};
     mope_pool_run(p, ce_bwd_job, &j);
 }
