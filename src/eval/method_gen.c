@@ -221,9 +221,17 @@ static int append(row_state *s, const char *b, size_t n, mope_error *err) {
 static int emit(gen_ctx *g, int i, int t, int32_t y, const char *b, size_t n, bool eog, const float *w, int K,
                 mope_error *err) {
     if (!g->cb) return 0;
+    /* the same U+FFFD replacement as the final text gets, so the pieces
+     * join up to it (the detokeniser never splits a well-formed character) */
+    char *clean = NULL;
+    if (n && !mope_utf8_valid(b, n)) {
+        if (!(clean = mope_utf8_sanitize(b, n, &n))) return mope_error_set(err, MOPE_ENOMEM, "out of memory");
+        b = clean;
+    }
     mope_method_token tk = {.row = g->row0 + i, .index = t, .id = y, .text = b ? b : "", .len = n, .eog = eog,
                             .K = K, .weights = w, .names = g->p->names};
     int rc = g->cb(g->user, &tk);
+    free(clean);
     if (rc < 0) return mope_error_set(err, rc, "generation stopped by the token callback (code %d)", rc);
     return 0;
 }
