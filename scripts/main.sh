@@ -12,7 +12,7 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" --target mope
 bundle=models/prefbench/bundle.json
 prompt="What is a glacier?"
-if [ -f "$bundle" ] && grep -q '"pcm": *"' "$bundle"; then
+if [ -f "$bundle" ] && grep -qE '"pcm":[[:space:]]*"' "$bundle"; then
   exec ./build/mope generate --bundle "$bundle" --pref P1A,P2A,P3A --show-weights -p "$prompt" --seed 7 "$@"
 elif [ -f "$bundle" ]; then
   exec ./build/mope generate --bundle "$bundle" --expert P2A -p "$prompt" --seed 7 "$@"

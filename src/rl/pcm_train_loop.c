@@ -579,12 +579,15 @@ int mope_pcm_train_run(const mope_pcm_train_opts *o, mope_pcm_train_result *res,
     res->iterations_done = c.iteration;
     if (!rc && !res->stopped) rc = mope_pcm_save(c.pcm, o->out, c.tok, err);
     if (!rc && !res->stopped && o->update_bundle) {
-        char *abs = realpath(o->out, NULL);
-        if (!abs) {
-            rc = mope_error_set(err, MOPE_EIO, "cannot resolve %s", o->out);
+        /* the same form as the bundle's resolved paths (relative to the
+         * working directory unless absolute), so the manifest stores it
+         * relative to its own folder when the PCM lies inside it */
+        char *path = strdup(o->out);
+        if (!path) {
+            rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
         } else {
             free(c.b->pcm);
-            c.b->pcm = abs;
+            c.b->pcm = path;
             rc = mope_bundle_save(c.b, o->bundle, 0, err);
             if (rc) mope_error_prefix(err, "updating the bundle %s", o->bundle);
         }
