@@ -383,6 +383,86 @@ static void test_train_and_log(void **state) {
     assert_int_equal(res.n_prompts, 2);
 }
 
+/* Warm start: the targets are known by hand (experts P1A, P1B, P2A):
+ * "P1A,P2A" -> (1/2, 0, 1/2), "P1B,P2A" -> (0, 1/2, 1/2), "P1A" -> (1, 0, 0).
+ * After the supervised updates the PCM must put most of its weight on them
+ * at the first response position of a prompt it was trained on, and the
+ * KL to the target must have fallen; the log keeps the summary line and a
+ * resumed run neither repeats the warm start nor drops that line. */
+static void test_warm_start(void **state) {
+    (void)state;
+    mope_error err = {0};
+    mope_pcm_train_opts o;
+    base_opts(&o, "pcm_warm.gguf");
+    char logp[700];
+    path_of(logp, sizeof logp, "log_warm.jsonl");
+    o.log = logp;
+    o.iterations = 1;
+    o.warm_steps = 150;
+    o.warm_lr = 1e-2f;
+    o.adamw.lr = 1e-6f; /* REBEL barely moves it: the weights checked are the warm start's */
+    o.adamw.min_lr = 1e-6f;
+    mope_pcm_train_result res;
+    int rc = mope_pcm_train_run(&o, &res, &err);
+    if (rc) fprintf(stderr, "%s\n", err.msg);
+    assert_int_equal(rc, 0);
+    printf("warm start: KL %.4f -> %.4f, mass %.3f\n", res.warm_loss_first, res.warm_loss_last, res.warm_mass);
+    /* a zero head starts at equal weights: KL(q || 1/3) = log 3 - H(q) */
+    const double kl0_pair = log(3.0) - log(2.0), kl0_one = log(3.0);
+    assert_true(res.warm_loss_first > kl0_pair - 1e-3 && res.warm_loss_first < kl0_one + 1e-3);
+    assert_true(res.warm_loss_last < 0.2 * res.warm_loss_first);
+    assert_true(res.warm_mass > 0.9);
+
+    mope_pcm *p = mope_pcm_load(o.out, 1, &err);
+    assert_non_null(p);
+    char tp[700];
+    path_of(tp, sizeof tp, "base.gguf");
+    mope_tokenizer *tok = mope_tokenizer_load(tp, &err);
+    assert_non_null(tok);
+    static const char *const prefs[3] = {"Be simple. Be brief.", "Be expert. Be brief.", "Be simple."};
+    static const float want[3][3] = {{0.5f, 0, 0.5f}, {0, 0.5f, 0.5f}, {1, 0, 0}};
+    for (int f = 0; f < 3; f++) {
+        int32_t *t = NULL;
+        int n = mope_pcm_prompt_tokens(tok, "What is a glacier?", prefs[f], &t, &err);
+        assert_true(n > 0);
+        float *w = malloc(sizeof(float) * 3 * (size_t)n);
+        assert_int_equal(mope_pcm_forward(p, t, 1, n, w, &err), 0);
+        const float *wl = w + (size_t)(n - 1) * 3;
+        printf("%s: %.3f %.3f %.3f\n", prefs[f], wl[0], wl[1], wl[2]);
+        double on = 0;
+        for (int k = 0; k < 3; k++) on += want[f][k] > 0 ? wl[k] : 0;
+        assert_true(on > 0.85);
+        for (int k = 0; k < 3; k++)
+            if (want[f][k] > 0) assert_true(fabs(wl[k] - want[f][k]) < 0.2);
+        free(w);
+        free(t);
+    }
+    mope_tokenizer_free(tok);
+    mope_pcm_free(p);
+
+    size_t n;
+    char *text = read_all(logp, &n);
+    static const char head[] = "{\"warm_start\":{\"steps\":150,";
+    assert_true(strncmp(text, head, sizeof head - 1) == 0);
+    free(text);
+    /* resume from a checkpoint after iteration 1 of 2: no second warm start,
+     * and the log keeps its first line */
+    o.iterations = 2;
+    o.stop_at = 1;
+    o.checkpoint_every = 1;
+    assert_int_equal(mope_pcm_train_run(&o, &res, &err), 0);
+    assert_true(res.stopped);
+    o.stop_at = 0;
+    o.resume = true;
+    assert_int_equal(mope_pcm_train_run(&o, &res, &err), 0);
+    assert_true(res.resumed);
+    assert_true(isnan(res.warm_loss_first));
+    text = read_all(logp, &n);
+    assert_true(strncmp(text, head, sizeof head - 1) == 0);
+    assert_non_null(strstr(text, "\"iteration\":2"));
+    free(text);
+}
+
 static void test_resume_exact(void **state) {
     (void)state;
     mope_error err = {0};
@@ -545,6 +625,7 @@ int main(void) {
         cmocka_unit_test(test_parse_prefs),
         cmocka_unit_test(test_train_and_log),
         cmocka_unit_test(test_resume_exact),
+        cmocka_unit_test(test_warm_start),
         cmocka_unit_test(test_bad_inputs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -37,6 +37,12 @@ static const char *const HELP =
     "  --dim D --layers L --heads H --kv-heads K --ff F --ctx C\n"
     "                           new PCM trunk (defaults 128, 2, 4, 2, 344, 512)\n"
     "  --rule linear|geometric  mixing rule (only linear can be trained)\n"
+    "warm start (before REBEL; skipped on --resume):\n"
+    "  --warm-start N           N supervised updates toward equal weights over the\n"
+    "                           experts of each preference's choices, so REBEL starts\n"
+    "                           from a PCM that reads the preference (default 0: none)\n"
+    "  --warm-lr F              their peak learning rate (default 1e-3)\n"
+    "  --warm-batch N           sequences per update (default 2 x --batch)\n"
     "REBEL:\n"
     "  --iterations N           iterations in total (default 20)\n"
     "  --batch N                (prompt, preference) items per iteration (default 8)\n"
@@ -197,6 +203,15 @@ int cmd_train_pcm(int argc, char **argv) {
         } else if (OPT(NULL, "--micro-batch")) {
             if (BAD || cli_parse_int(cmd, a, v, 1, 4096, &n)) goto usage;
             o.micro_batch = (int)n;
+        } else if (OPT(NULL, "--warm-start")) {
+            if (BAD || cli_parse_int(cmd, a, v, 0, 100000000, &n)) goto usage;
+            o.warm_steps = n;
+        } else if (OPT(NULL, "--warm-lr")) {
+            if (BAD || cli_parse_float(cmd, a, v, 1e-9, 10, &f)) goto usage;
+            o.warm_lr = (float)f;
+        } else if (OPT(NULL, "--warm-batch")) {
+            if (BAD || cli_parse_int(cmd, a, v, 1, 4096, &n)) goto usage;
+            o.warm_batch = (int)n;
         } else if (OPT(NULL, "--eta")) {
             if (BAD || cli_parse_float(cmd, a, v, 1e-9, 1e9, &f)) goto usage;
             o.eta = f;
@@ -290,6 +305,10 @@ int cmd_train_pcm(int argc, char **argv) {
     if (res.n_refs_generated || res.n_skipped)
         fprintf(stderr, "mope %s: %d references generated, %d prompts skipped without one\n", cmd,
                 res.n_refs_generated, res.n_skipped);
+    if (o.warm_steps > 0 && !res.resumed)
+        fprintf(stderr, "mope %s: warm start: %lld updates, KL to the target %.4f -> %.4f, weight on the preference's "
+                        "experts %.3f\n",
+                cmd, (long long)o.warm_steps, res.warm_loss_first, res.warm_loss_last, res.warm_mass);
     if (res.stopped) {
         printf("train pcm: stopped after iteration %lld of %lld; checkpoint %s%s (continue with --resume)\n",
                (long long)res.iterations_done, (long long)o.iterations, o.checkpoint ? o.checkpoint : o.out,

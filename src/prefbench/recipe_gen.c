@@ -108,10 +108,19 @@ static int run_engine(recipe_ctx *c, mope_model *eng, const mope_tokenizer *tok,
                 recipe_gen_job *j = &jobs[q->job];
                 j->finished = end;
                 j->n_tokens = gen;
-                j->response = mope_tokenizer_decode_alloc(tok, q->toks + q->n_prompt, gen, MOPE_DECODE_STRIP_SPACE,
-                                                          NULL, err);
-                if (!j->response) {
+                size_t len = 0;
+                char *raw = mope_tokenizer_decode_alloc(tok, q->toks + q->n_prompt, gen, MOPE_DECODE_STRIP_SPACE,
+                                                        &len, err);
+                if (!raw) {
                     rc = err ? err->code : MOPE_ENOMEM;
+                    break;
+                }
+                /* A sampled answer can stop inside a multi-byte character (byte
+                 * fallback); the JSONL written from it must stay valid UTF-8. */
+                j->response = mope_utf8_sanitize(raw, len, NULL);
+                free(raw);
+                if (!j->response) {
+                    rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
                     break;
                 }
                 q->job = -1;

@@ -61,6 +61,13 @@ char *pt_response_text(pt_ctx *c, const mope_rollout *r, mope_error *err);
 int pt_score(pt_ctx *c, int ch, const char *const *prompts, const char *const *responses, int n, float *out,
              mope_error *err);
 
+/* The optimizer step the loop uses (AdamW on trunk + head, moments in c). */
+typedef int (*pt_opt_fn)(pt_ctx *c, float *lr_out, float *norm_out, mope_error *err);
+
+/* pcm_warm.c: o->warm_steps supervised updates toward uniform weights over
+ * each preference's experts; leaves the moments zero and c->step 0. */
+int pt_warm_start(pt_ctx *c, pt_opt_fn opt, mope_error *err);
+
 /* pcm_train_loop.c */
 int pt_checkpoint_save(pt_ctx *c, const char *path, mope_error *err);
 int pt_checkpoint_load(pt_ctx *c, const char *path, mope_error *err);

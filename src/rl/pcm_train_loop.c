@@ -158,7 +158,10 @@ static int log_trim(const char *path, int64_t upto, mope_error *err) {
         size_t l = nl ? (size_t)(nl - p) : (size_t)(t + len - p);
         cJSON *o = cJSON_ParseWithLength(p, l);
         const cJSON *it = o ? cJSON_GetObjectItemCaseSensitive(o, "iteration") : NULL;
-        if (cJSON_IsNumber(it) && it->valuedouble <= (double)upto) {
+        /* the warm start's summary comes before every iteration: it stays */
+        bool keep = (cJSON_IsNumber(it) && it->valuedouble <= (double)upto) ||
+                    (o && cJSON_GetObjectItemCaseSensitive(o, "warm_start"));
+        if (keep) {
             rc = mope_io_atomic_write(f, p, l, err);
             if (!rc) rc = mope_io_atomic_write(f, "\n", 1, err);
         }
@@ -528,6 +531,16 @@ int mope_pcm_train_run(const mope_pcm_train_opts *o, mope_pcm_train_result *res,
         if (resumed && (rc = log_trim(o->log, c.iteration, err))) goto done;
         if (!(logf = fopen(o->log, resumed ? "a" : "w"))) {
             rc = mope_error_set(err, MOPE_EIO, "cannot open the log %s", o->log);
+            goto done;
+        }
+    }
+    res->warm_loss_first = res->warm_loss_last = res->warm_mass = NAN;
+    if (!resumed && (rc = pt_warm_start(&c, opt_apply, err))) goto done;
+    if (!resumed && o->warm_steps > 0 && logf) {
+        fprintf(logf, "{\"warm_start\":{\"steps\":%lld,\"loss_first\":%.6g,\"loss_last\":%.6g,\"mass_on_preference\":%.6g}}\n",
+                (long long)o->warm_steps, res->warm_loss_first, res->warm_loss_last, res->warm_mass);
+        if (fflush(logf) != 0) {
+            rc = mope_error_set(err, MOPE_EIO, "writing the log %s failed", o->log);
             goto done;
         }
     }
