@@ -5,7 +5,7 @@
  *
  *   bench_mope --bundle B [--threads N] [--tokens N] [--prompts N]
  *              [--pcm-dim D] [--rounds R] [--batch N] [--pref P1A,P2B,P3A]
- *              [--seed S] [--gemm-min-rows N]
+ *              [--seed S] [--gemm-min-rows N] [--only METHOD]
  *
  * The bundle is loaded once into one runner (mope/method.h), so every method
  * runs through the same code path the CLI and the evaluation use.  A bundle
@@ -27,6 +27,8 @@
  * --gemm-min-rows N (exploration; 0 = the engine's default by weight type)
  * makes the base model (shared by base and every adapter expert) use sgemm
  * from N rows per forward instead of the quantised row kernels.
+ * --only METHOD (base, mope, uniform or expert) runs just that method, for
+ * profiling one method's step (the ratios are then meaningless).
  * The last lines (RESULT ...) gather the figures. */
 #include "eval/method_internal.h" /* the runner's base model, for --gemm-min-rows */
 #include "model/model_internal.h"
@@ -75,6 +77,7 @@ typedef struct opts {
     const char *bundle;
     int threads, tokens, prompts, pcm_dim, rounds, batch, gemm_min_rows;
     const char *pref;
+    const char *only; /* --only: run just this method (profiling; no ratios) */
     uint64_t seed;
 } opts;
 
@@ -96,7 +99,7 @@ static double cpu_s(void) {
 static void usage(void) {
     fprintf(stderr, "usage: bench_mope --bundle B [--threads N] [--tokens N] [--prompts N] [--pcm-dim D]\n"
                     "                  [--rounds R] [--batch N] [--pref P1A,P2B,P3A] [--seed S]\n"
-                    "                  [--gemm-min-rows N]\n");
+                    "                  [--gemm-min-rows N] [--only METHOD]\n");
 }
 
 static int parse_int(const char *name, const char *s, int lo, int hi, int *out) {
@@ -127,6 +130,7 @@ static int parse_args(int argc, char **argv, opts *o) {
         }
         if (!strcmp(a, "--bundle")) o->bundle = v;
         else if (!strcmp(a, "--pref")) o->pref = v;
+        else if (!strcmp(a, "--only")) o->only = v;
         else if (!strcmp(a, "--threads")) rc = parse_int(a, v, 1, 256, &o->threads);
         else if (!strcmp(a, "--tokens")) rc = parse_int(a, v, 1, 100000, &o->tokens);
         else if (!strcmp(a, "--prompts")) rc = parse_int(a, v, 1, N_BUILTIN_PROMPTS, &o->prompts);
@@ -380,13 +384,14 @@ int main(int argc, char **argv) {
     memset(cells, 0, sizeof cells);
     /* warm-up: page in the weights and size every buffer once, untimed */
     for (int m = 0; m < N_METHODS; m++)
-        if (run_once(r, &ms[m], &o, MODE_BATCH, PROMPTS, NULL, 0, &err)) {
+        if ((!o.only || !strcmp(o.only, METHOD_NAMES[m])) && run_once(r, &ms[m], &o, MODE_BATCH, PROMPTS, NULL, 0, &err)) {
             fprintf(stderr, "bench_mope: %s: %s\n", METHOD_NAMES[m], err.msg);
             goto done;
         }
     for (int round = 0; round < o.rounds; round++) {
         for (int md = 0; md < N_MODES; md++)
             for (int m = 0; m < N_METHODS; m++) {
+                if (o.only && strcmp(o.only, METHOD_NAMES[m])) continue;
                 if (run_once(r, &ms[m], &o, md, PROMPTS, &cells[md][m], round, &err)) {
                     fprintf(stderr, "bench_mope: %s: %s\n", METHOD_NAMES[m], err.msg);
                     goto done;

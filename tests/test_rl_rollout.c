@@ -8,7 +8,10 @@
  *    the weights of the trainable PCM loaded from the same file (trainer vs
  *    engine trunk: 1e-3 on sums of ~10 logs);
  *  - so REBEL's first epoch on these rollouts sees log-ratios ~0;
- *  - the truncation flag matches "max_tokens reached without EOS". */
+ *  - the truncation flag matches "max_tokens reached without EOS";
+ *  - with min_weight, the log-probability is the renormalised mixture of
+ *    the experts that ran, each from its full context (skipped experts
+ *    catch up). */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,96 +26,134 @@
 
 static const char *PREFS[2] = {"Generate a response that is concise.", "Generate a response in a friendly manner."};
 
-static void test_rollouts_consistent(void **state) {
-    (void)state;
-    mope_error err = {0};
+/* One random model, K local experts over it with the two preference
+ * prompts, and a PCM with a random head (large enough that its weights vary
+ * from token to token), saved and loaded for inference. */
+enum { K = 2 };
+typedef struct rig {
     char mpath[512], ppath[512];
-    snprintf(mpath, sizeof mpath, "%s/test_rl_rollout_m_%d.gguf", MOPE_BINARY_DIR, (int)getpid());
-    snprintf(ppath, sizeof ppath, "%s/test_rl_rollout_p_%d.gguf", MOPE_BINARY_DIR, (int)getpid());
+    mope_model *m;
+    mope_tokenizer *tok;
+    mope_expert *ex[K];
+    mope_pcm *pcm;
+    mope_pcm_infer *pi;
+} rig;
+
+static void rig_open(rig *g, const char *tag, int n_seq) {
+    mope_error err = {0};
+    snprintf(g->mpath, sizeof g->mpath, "%s/test_rl_rollout_%s_m_%d.gguf", MOPE_BINARY_DIR, tag, (int)getpid());
+    snprintf(g->ppath, sizeof g->ppath, "%s/test_rl_rollout_%s_p_%d.gguf", MOPE_BINARY_DIR, tag, (int)getpid());
     mope_hparams hp;
     mope_hparams_init(&hp, MOPE_ARCH_LLAMA);
-    assert_int_equal(mope_model_write_random(mpath, &hp, MOPE_TYPE_F32, 13, NULL, &err), 0);
-    mope_model *m = mope_model_load(mpath, &err);
-    assert_non_null(m);
-    mope_tokenizer *tok = mope_tokenizer_from_gguf(mope_model_gguf(m), &err);
-    assert_non_null(tok);
-
-    enum { K = 2, N = 3, MAXT = 8 };
-    mope_expert *ex[K];
+    assert_int_equal(mope_model_write_random(g->mpath, &hp, MOPE_TYPE_F32, 13, NULL, &err), 0);
+    g->m = mope_model_load(g->mpath, &err);
+    assert_non_null(g->m);
+    g->tok = mope_tokenizer_from_gguf(mope_model_gguf(g->m), &err);
+    assert_non_null(g->tok);
     for (int k = 0; k < K; k++) {
         mope_expert_config c;
         mope_expert_config_init(&c);
         c.preference = PREFS[k];
-        c.n_seq = N;
+        c.n_seq = n_seq;
         c.n_ctx = 128;
-        ex[k] = mope_expert_local_new(m, &c, &err);
-        assert_non_null(ex[k]);
+        g->ex[k] = mope_expert_local_new(g->m, &c, &err);
+        assert_non_null(g->ex[k]);
     }
     mope_train_config tc;
     mope_train_config_init(&tc);
-    tc.n_vocab = mope_tokenizer_n_vocab(tok);
+    tc.n_vocab = mope_tokenizer_n_vocab(g->tok);
     tc.n_embd = 32;
     tc.n_head = 4;
     tc.n_head_kv = 2;
     tc.n_ff = 64;
     tc.n_ctx = 128;
     const char *ids[K] = {"concise", "friendly"};
-    mope_pcm *pcm = mope_pcm_new(&tc, K, ids, MOPE_MIX_LINEAR, 1, 5, &err);
-    assert_non_null(pcm);
+    g->pcm = mope_pcm_new(&tc, K, ids, MOPE_MIX_LINEAR, 1, 5, &err);
+    assert_non_null(g->pcm);
     mope_rng r;
     mope_rng_seed(&r, 3);
-    float *head = mope_pcm_head_params(pcm);
+    float *head = mope_pcm_head_params(g->pcm);
     for (int i = 0; i < K * tc.n_embd + K; i++) head[i] = 2.0f * mope_rng_normal(&r);
-    assert_int_equal(mope_pcm_save(pcm, ppath, tok, &err), 0);
-    mope_pcm_infer *pi = mope_pcm_infer_load(ppath, N, 0, NULL, &err);
-    assert_non_null(pi);
+    assert_int_equal(mope_pcm_save(g->pcm, g->ppath, g->tok, &err), 0);
+    g->pi = mope_pcm_infer_load(g->ppath, n_seq, 0, NULL, &err);
+    assert_non_null(g->pi);
+}
 
+static void rig_close(rig *g) {
+    mope_pcm_infer_free(g->pi);
+    mope_pcm_free(g->pcm);
+    for (int k = 0; k < K; k++) mope_expert_free(g->ex[k]);
+    mope_tokenizer_free(g->tok);
+    mope_model_free(g->m);
+    unlink(g->mpath);
+    unlink(g->ppath);
+}
+
+/* p[t * K + k] = pi_k(resp[t] | prompt i, resp[<t]) from a fresh
+ * single-sequence expert fed every token. */
+static void fresh_probs(const rig *g, const char *instr, const int32_t *resp, int n, double *p) {
+    mope_error err = {0};
+    for (int k = 0; k < K; k++) {
+        mope_expert_config c;
+        mope_expert_config_init(&c);
+        c.preference = PREFS[k];
+        c.n_ctx = 128;
+        mope_expert *e = mope_expert_local_new(g->m, &c, &err);
+        assert_non_null(e);
+        assert_int_equal(mope_expert_start(e, 0, instr, &err), 0);
+        mope_dist d = {0};
+        for (int t = 0; t < n; t++) {
+            assert_int_equal(mope_expert_next(e, 0, &d, &err), 0);
+            p[t * K + k] = exp(mope_dist_logprob(&d, resp[t]));
+            assert_int_equal(mope_expert_feed(e, 0, &resp[t], 1, &err), 0);
+        }
+        mope_dist_free(&d);
+        mope_expert_free(e);
+    }
+}
+
+static mope_sampler *plain_sampler(uint64_t seed) {
+    mope_error err = {0};
     mope_sampler_params sp = mope_sampler_default_params();
     sp.temp = 1.0f;
     sp.top_k = 0;
     sp.top_p = 1.0f;
     sp.min_p = 0.0f;
-    sp.seed = 99;
+    sp.seed = seed;
     mope_sampler *smp = mope_sampler_new(&sp, &err);
     assert_non_null(smp);
+    return smp;
+}
+
+static void test_rollouts_consistent(void **state) {
+    (void)state;
+    mope_error err = {0};
+    enum { N = 3, MAXT = 8 };
+    rig g;
+    rig_open(&g, "c", N);
+    mope_sampler *smp = plain_sampler(99);
     const char *instr[N] = {"What is a glacier?", "What is a glacier?", "Tell me about the moon."};
     const char *prefs[N] = {"concise and friendly", "anything at all, in any words", "like a pirate"};
     mope_rollout ro[N];
-    assert_int_equal(mope_rollout_generate(pi, ex, K, NULL, N, instr, prefs, smp, MAXT, ro, &err), 0);
+    assert_int_equal(mope_rollout_generate(g.pi, g.ex, K, NULL, N, instr, prefs, smp, MAXT, ro, &err), 0);
 
     /* independent recomputation */
     double worst_p = 0, worst_lp = 0;
     for (int i = 0; i < N; i++) {
         assert_true(ro[i].n_resp >= 1 && ro[i].n_resp <= MAXT);
         int32_t last = ro[i].tokens[ro[i].prompt_len + ro[i].n_resp - 1];
-        assert_true(ro[i].truncated == (ro[i].n_resp == MAXT && !mope_tokenizer_is_eog(tok, last)));
+        assert_true(ro[i].truncated == (ro[i].n_resp == MAXT && !mope_tokenizer_is_eog(g.tok, last)));
         int32_t *pt = NULL;
-        int np = mope_pcm_prompt_tokens(tok, instr[i], prefs[i], &pt, &err);
+        int np = mope_pcm_prompt_tokens(g.tok, instr[i], prefs[i], &pt, &err);
         assert_int_equal(np, ro[i].prompt_len);
         assert_memory_equal(pt, ro[i].tokens, sizeof(int32_t) * (size_t)np);
         free(pt);
-        const int32_t *resp = ro[i].tokens + ro[i].prompt_len;
-        for (int k = 0; k < K; k++) {
-            mope_expert_config c;
-            mope_expert_config_init(&c);
-            c.preference = PREFS[k];
-            c.n_ctx = 128;
-            mope_expert *e = mope_expert_local_new(m, &c, &err);
-            assert_non_null(e);
-            assert_int_equal(mope_expert_start(e, 0, instr[i], &err), 0);
-            mope_dist d = {0};
-            for (int t = 0; t < ro[i].n_resp; t++) {
-                assert_int_equal(mope_expert_next(e, 0, &d, &err), 0);
-                double p = exp(mope_dist_logprob(&d, resp[t]));
-                worst_p = fmax(worst_p, fabs(p - ro[i].expert_probs[t * K + k]));
-                assert_int_equal(mope_expert_feed(e, 0, &resp[t], 1, &err), 0);
-            }
-            mope_dist_free(&d);
-            mope_expert_free(e);
-        }
+        double p[MAXT * K];
+        fresh_probs(&g, instr[i], ro[i].tokens + ro[i].prompt_len, ro[i].n_resp, p);
+        for (int t = 0; t < ro[i].n_resp * K; t++) worst_p = fmax(worst_p, fabs(p[t] - ro[i].expert_probs[t]));
         int T = ro[i].prompt_len + ro[i].n_resp;
         float *w = malloc(sizeof(float) * (size_t)T * K);
-        assert_int_equal(mope_pcm_forward(pcm, ro[i].tokens, 1, T, w, &err), 0);
+        assert_int_equal(mope_pcm_forward(g.pcm, ro[i].tokens, 1, T, w, &err), 0);
         double lp = 0;
         for (int t = 0; t < ro[i].n_resp; t++) {
             const float *wt = w + (size_t)(ro[i].prompt_len - 1 + t) * K;
@@ -130,29 +171,90 @@ static void test_rollouts_consistent(void **state) {
     mope_rebel_opts o;
     mope_rebel_opts_init(&o);
     mope_rebel_stats st;
-    assert_int_equal(mope_rebel_eval(pcm, &pair, 1, &o, &st, &err), 0);
+    assert_int_equal(mope_rebel_eval(g.pcm, &pair, 1, &o, &st, &err), 0);
     assert_true(fabs(st.mean_logratio) < 1e-3);
     assert_true(fabs(st.rebel_loss - 0.25) < 1e-3); /* (0 - (0.8 - 0.3))^2 */
 
     /* mismatched expert count is refused */
     mope_rollout bad[1];
-    assert_int_equal(mope_rollout_generate(pi, ex, 1, NULL, 1, instr, prefs, smp, MAXT, bad, &err), MOPE_EINVAL);
+    assert_int_equal(mope_rollout_generate(g.pi, g.ex, 1, NULL, 1, instr, prefs, smp, MAXT, bad, &err), MOPE_EINVAL);
     mope_rollout_free(&bad[0]);
 
     for (int i = 0; i < N; i++) mope_rollout_free(&ro[i]);
     mope_sampler_free(smp);
-    mope_pcm_infer_free(pi);
-    mope_pcm_free(pcm);
-    for (int k = 0; k < K; k++) mope_expert_free(ex[k]);
-    mope_tokenizer_free(tok);
-    mope_model_free(m);
-    unlink(mpath);
-    unlink(ppath);
+    rig_close(&g);
+}
+
+/* min_weight: at each step an expert under the threshold is not run; the
+ * recorded log-probability must be that of the renormalised mixture of the
+ * experts that ran, with every expert's probability computed from its full
+ * context (fresh single-sequence experts fed every token), so an expert
+ * that was skipped and is needed again must have caught up exactly. */
+static void test_min_weight_skips_and_catches_up(void **state) {
+    (void)state;
+    mope_error err = {0};
+    enum { N = 3, MAXT = 12 };
+    const float THR = 0.35f;
+    rig g;
+    rig_open(&g, "mw", N);
+    mope_sampler *smp = plain_sampler(7);
+    const char *instr[N] = {"What is a glacier?", "Tell me about the moon.", "Why is the sky blue?"};
+    const char *prefs[N] = {"concise and friendly", "be brief", "like a pirate"};
+    mope_rollout ro[N];
+    mope_rollout_opts o = {.pcm = g.pi, .samplers = &smp, .n_samplers = 1, .max_tokens = MAXT, .min_weight = THR};
+    assert_int_equal(mope_rollout_generate_ex(g.ex, K, NULL, N, instr, prefs, &o, ro, &err), 0);
+
+    int skipped = 0, caught_up = 0;
+    double worst_lp = 0;
+    for (int i = 0; i < N; i++) {
+        int T = ro[i].prompt_len + ro[i].n_resp;
+        float *w = malloc(sizeof(float) * (size_t)T * K);
+        assert_int_equal(mope_pcm_forward(g.pcm, ro[i].tokens, 1, T, w, &err), 0);
+        double p[MAXT * K];
+        fresh_probs(&g, instr[i], ro[i].tokens + ro[i].prompt_len, ro[i].n_resp, p);
+        double lp = 0;
+        bool was_skipped[K] = {false, false};
+        for (int t = 0; t < ro[i].n_resp; t++) {
+            const float *wt = w + (size_t)(ro[i].prompt_len - 1 + t) * K;
+            int top = wt[1] > wt[0];
+            double num = 0, den = 0;
+            for (int k = 0; k < K; k++) {
+                if (t == 0 || wt[k] >= THR || k == top) {
+                    num += wt[k] * p[t * K + k];
+                    den += wt[k];
+                    assert_true(fabs(ro[i].expert_probs[t * K + k] - p[t * K + k]) < 1e-5);
+                    caught_up += was_skipped[k];
+                    was_skipped[k] = false;
+                } else {
+                    assert_true(ro[i].expert_probs[t * K + k] == 0.0f);
+                    skipped++;
+                    was_skipped[k] = true;
+                }
+            }
+            lp += log(num / den);
+        }
+        worst_lp = fmax(worst_lp, fabs(lp - ro[i].logp));
+        free(w);
+    }
+    printf("min_weight %.2f: %d expert-steps skipped, %d catch-ups, worst log-prob error %.3g\n", (double)THR, skipped,
+           caught_up, worst_lp);
+    assert_true(skipped > 0);
+    assert_true(caught_up > 0);
+    assert_true(worst_lp < 1e-3);
+    /* out of range */
+    mope_rollout bad[N];
+    o.min_weight = 1.0f;
+    assert_int_equal(mope_rollout_generate_ex(g.ex, K, NULL, N, instr, prefs, &o, bad, &err), MOPE_EINVAL);
+    assert_non_null(strstr(err.msg, "min_weight"));
+    for (int i = 0; i < N; i++) mope_rollout_free(&ro[i]);
+    mope_sampler_free(smp);
+    rig_close(&g);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rollouts_consistent),
+        cmocka_unit_test(test_min_weight_skips_and_catches_up),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -192,6 +192,7 @@ typedef struct mope_eval_opts {
     int n_topk;
     mope_sampler_params sampler;
     int max_tokens;             /* per response (>= 1) */
+    float min_weight;           /* mope_gen_opts.min_weight (mope_eval_opts_init: 0.01) */
     int n_threads;              /* 0: all CPUs */
     int max_batch;              /* prompts per batch; 0: 4 */
     double tie_eps;             /* win/tie/loss tolerance */

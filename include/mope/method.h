@@ -137,6 +137,9 @@ typedef struct mope_gen_opts {
     int max_tokens;              /* response length limit (>= 1); default 128 */
     int topk;                    /* 0: exact (full distributions); K >= 1: every source is wrapped in the
                                     black-box top-K view and mixed in top-k mode */
+    float min_weight;            /* an expert under this weight at a step is not run for it (the others'
+                                    weights renormalised; the mixture moves by at most the skipped weight
+                                    in total variation): see mope_rollout_opts.  0: exact; default 0.01 */
 } mope_gen_opts;
 
 void mope_gen_opts_init(mope_gen_opts *o);

@@ -19,8 +19,12 @@
  * use their AVX2 kernels under
  * MOPE_ISA_AVX512.  F32, F16, Q8_0, Q4_0, Q4_K and Q6_K also have SIMD
  * multi-row kernels (mope_vec_dot_rows), bit-identical per row to the
- * single-row ones; other types and the scalar ISA loop the single-row one.  Dequantisation fast paths (AVX2, used by both SIMD ISAs):
- * F16, Q8_0, Q4_0, Q4_K, Q6_K, bit-identical to the scalar code.
+ * single-row ones; other types and the scalar ISA loop the single-row one.
+ * Under AVX-512, F16 also has a register-tiled few-row GEMM (mope_gemm_f16,
+ * bit-identical per output to the single-row kernel), and the f32 helpers
+ * below have few-row forms (mope_dot_rows_f32, mope_axpy_rows_f32/_f16,
+ * mope_swiglu_f32).  Dequantisation fast paths (AVX2, used by both SIMD
+ * ISAs): F16, Q8_0, Q4_0, Q4_K, Q6_K, bit-identical to the scalar code.
  * Everything here is thread-safe; the ISA choice is made once, lazily.
  *
  * Quantisers are simple min/max (absmax) fits, not ggml's search; the error
@@ -79,6 +83,23 @@ void mope_vec_dot_isa(mope_isa isa, int type, int64_t n, float *s, const void *w
 void mope_vec_dot_rows(int type, int64_t n, int nr, float *s, int64_t lds, const void *w, const void *x, size_t ldx);
 void mope_vec_dot_rows_isa(mope_isa isa, int type, int64_t n, int nr, float *s, int64_t lds, const void *w,
                            const void *x, size_t ldx);
+/* Few-row F16 GEMM: y[r * ldy + j] = dot(w_j, x_r) for j < nw weight rows
+ * (F16, w_stride bytes apart) and r < nx activation rows (f32 holding F16
+ * values, ldx floats apart: see mope_round_f16_rows).  A register tile of
+ * weight rows x activation rows shares every load, so a decode batch of
+ * 2..64 rows costs far less than the multi-row kernel's passes.  Each
+ * output is bit-identical to mope_vec_dot(F16) of the same rows on the same
+ * ISA.  Returns false (and writes nothing) where the ISA has no such kernel
+ * (only AVX-512 has one) or n is not a multiple of 8: the caller then takes
+ * mope_vec_dot_rows. */
+bool mope_gemm_f16_available(int64_t n);
+bool mope_gemm_f16(int64_t n, int nw, const void *w, size_t w_stride, int nx, const float *x, size_t ldx, float *y,
+                   int64_t ldy);
+bool mope_gemm_f16_isa(mope_isa isa, int64_t n, int nw, const void *w, size_t w_stride, int nx, const float *x,
+                       size_t ldx, float *y, int64_t ldy);
+/* dst_r = x_r rounded to F16 and back, as mope_quantize_act(F16) rounds
+ * (rows ldx / ldd floats apart). */
+void mope_round_f16_rows(const float *x, size_t ldx, float *dst, size_t ldd, int nr, int64_t n);
 /* Convert an f32 activation row into the vec_dot_type of `type` (dst has
  * mope_row_size(vec_dot_type, n) bytes). */
 void mope_quantize_act(int type, const float *x, void *dst, int64_t n);
@@ -90,6 +111,26 @@ int mope_dequantize_row_isa(mope_isa isa, int type, const void *src, float *dst,
 /* f32 helpers used by the model code. */
 float mope_dot_f32(const float *a, const float *b, int64_t n);
 void mope_axpy_f32(float *y, float a, const float *x, int64_t n); /* y += a*x */
+/* y[0..m) += sum_{j<n} a[j] * B[j*ldb .. j*ldb + m): a vector times a
+ * row-major matrix, the shape of LoRA's A x (B = A transposed, m = rank)
+ * and B t (m = outputs).  Each y is loaded and stored once (not once per j
+ * as n axpys would).  Summation order differs between ISAs. */
+void mope_axpy_rows_f32(float *y, const float *a, const float *B, int64_t ldb, int64_t n, int64_t m);
+/* g[i] = silu(g[i]) * u[i] = g[i] / (1 + e^-g[i]) * u[i] (SwiGLU's gate);
+ * the AVX-512 version uses a polynomial e^x within a few ulp of expf. */
+void mope_swiglu_f32(float *g, const float *u, int64_t n);
+void mope_swiglu_f32_isa(mope_isa isa, float *g, const float *u, int64_t n);
+/* s[t] = dot(q, K + t*ldk) over d elements for t < n (attention scores
+ * over a cache's rows); SIMD ISAs reduce 16 rows' sums together. */
+void mope_dot_rows_f32(const float *q, const float *K, int64_t ldk, int64_t n, int64_t d, float *s);
+void mope_dot_rows_f32_isa(mope_isa isa, const float *q, const float *K, int64_t ldk, int64_t n, int64_t d,
+                           float *s);
+void mope_axpy_rows_f32_isa(mope_isa isa, float *y, const float *a, const float *B, int64_t ldb, int64_t n,
+                            int64_t m);
+/* The same with B in F16 (half the bytes: LoRA factors stored as F16). */
+void mope_axpy_rows_f16(float *y, const float *a, const uint16_t *B, int64_t ldb, int64_t n, int64_t m);
+void mope_axpy_rows_f16_isa(mope_isa isa, float *y, const float *a, const uint16_t *B, int64_t ldb, int64_t n,
+                            int64_t m);
 float mope_dot_f32_isa(mope_isa isa, const float *a, const float *b, int64_t n);
 void mope_axpy_f32_isa(mope_isa isa, float *y, float a, const float *x, int64_t n);
 

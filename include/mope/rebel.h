@@ -162,6 +162,13 @@ typedef struct mope_rollout_opts {
     mope_sampler *const *samplers;
     int n_samplers;               /* 1 or n */
     int max_tokens;               /* >= 1 */
+    float min_weight;             /* 0: exact. > 0: after the first token, an expert whose weight at a step
+                                     is below it is not run for that row and step (the weights of the
+                                     rest are renormalised; the heaviest expert always runs); its tokens
+                                     are fed when it is next needed.  The mixture then differs from the
+                                     exact one by at most the skipped weight in total variation.  Its
+                                     expert_probs entries are 0 at skipped steps, so REBEL rollouts
+                                     must use 0. */
     mope_rollout_token_fn on_token;
     void *user;
 } mope_rollout_opts;

@@ -47,6 +47,8 @@ static const char *const HELP =
     "  --topk-study         also run the target in black-box mode at k = 1, 5, 20\n"
     "  --topk-ks LIST       the k values of the study (default 1,5,20)\n"
     "  -n, --max-tokens N   response length limit (default 128)\n"
+    "  --min-weight W       experts under weight W at a step are not run for it\n"
+    "                       (see mope generate; 0 = exact, default 0.01)\n"
     "  --temp T             temperature (default 0.8; 0 = greedy)\n"
     "  --top-k K            (default 40; 0 = off)\n"
     "  --top-p P            (default 0.95)\n"
@@ -215,6 +217,9 @@ int cmd_eval(int argc, char **argv) {
             o.topk_ks = ks;
             o.n_topk = n;
             o.topk_study = true;
+        } else if ((r = cli_opt(cmd, argc, argv, &i, NULL, "--min-weight", &v))) {
+            if (r > 0 && cli_parse_float(cmd, "--min-weight", v, 0, 0.999, &fv)) r = -1;
+            else o.min_weight = (float)fv;
         } else if ((r = cli_opt(cmd, argc, argv, &i, "-n", "--max-tokens", &v))) {
             if (r > 0 && cli_parse_int(cmd, "-n", v, 1, 1 << 20, &iv)) r = -1;
             else o.max_tokens = (int)iv;

@@ -73,6 +73,10 @@ static const char *const HELP =
     "                          or delta (average the updates B*A exactly)\n"
     "  --topk K                black-box mode: every model reports only its top K\n"
     "                          tokens and mixing runs in top-k mode (default: exact)\n"
+    "  --min-weight W          skip, at a step, every expert whose weight is below W\n"
+    "                          (the heaviest always runs; the rest renormalised, so\n"
+    "                          the mixture moves by at most the skipped weight);\n"
+    "                          0 = exact (default 0.01)\n"
     "  --show-weights          print every token on its own line with its mixing\n"
     "                          weights, e.g. ' glacier [P1A .62 P2B .30 P3A .08]'\n"
     "                          (coloured by the heaviest expert on a terminal), then\n"
@@ -100,6 +104,8 @@ typedef struct {
     /* bundle mode */
     const char *bundle, *pref, *method, *soup_mode;
     long long topk;
+    double min_weight;
+    bool have_min_weight;
     bool show_weights, json;
     int n_method_opts; /* --method, --expert and --base given */
     char method_buf[96];
@@ -191,6 +197,9 @@ static int parse(int argc, char **argv, gen_opts *o) {
             if (strcmp(v, "ab") != 0 && strcmp(v, "delta") != 0)
                 return cli_usage_error(cmd, "--soup-mode: '%s' is not ab or delta", v);
             o->soup_mode = v;
+        } else if ((r = cli_opt(cmd, argc, argv, &i, NULL, "--min-weight", &v))) {
+            if (r < 0 || cli_parse_float(cmd, "--min-weight", v, 0, 0.999, &o->min_weight)) return CLI_EXIT_USAGE;
+            o->have_min_weight = true;
         } else if ((r = cli_opt(cmd, argc, argv, &i, NULL, "--topk", &v))) {
             if (r < 0 || cli_parse_int(cmd, "--topk", v, 1, INT32_MAX, &o->topk)) return CLI_EXIT_USAGE;
         } else if (cli_flag(a, NULL, "--show-weights")) {
@@ -213,8 +222,8 @@ static int parse(int argc, char **argv, gen_opts *o) {
         if (o->n_predict == 0) return cli_usage_error(cmd, "-n must be at least 1 with --bundle");
         return 0;
     }
-    if (o->pref || o->n_method_opts || o->soup_mode || o->topk || o->show_weights || o->json)
-        return cli_usage_error(cmd, "--pref, --method, --expert, --base, --soup-mode, --topk, --show-weights and "
+    if (o->pref || o->n_method_opts || o->soup_mode || o->topk || o->have_min_weight || o->show_weights || o->json)
+        return cli_usage_error(cmd, "--pref, --method, --expert, --base, --soup-mode, --topk, --min-weight, --show-weights and "
                                     "--json need --bundle B");
     if (!o->model) return cli_usage_error(cmd, "no model given (-m FILE or --bundle B)");
     if (!o->prompt) return cli_usage_error(cmd, "no prompt given (-p TEXT)");
@@ -356,6 +365,7 @@ static int generate_bundle(const gen_opts *o) {
     g.sampler = o->sp;
     g.max_tokens = (int)o->n_predict;
     g.topk = (int)o->topk;
+    if (o->have_min_weight) g.min_weight = (float)o->min_weight;
     mope_sampler *probe = mope_sampler_new(&g.sampler, &err);
     if (!probe) return cli_usage_error(cmd, "%s", err.msg);
     mope_sampler_free(probe);

@@ -217,7 +217,68 @@ void mope_vec_dot_rows_isa(mope_isa isa, int type, int64_t n, int nr, float *s, 
     dot_rows(kern_isa(isa), type, n, nr, s, lds, w, x, ldx);
 }
 
+static bool gemm_f16(const mope_quant_kernels *k, int64_t n, int nw, const void *w, size_t w_stride, int nx,
+                     const float *x, size_t ldx, float *y, int64_t ldy) {
+    if (!k->gemm_f16 || n <= 0 || n % 8 || nw < 1 || nx < 1) return false;
+    k->gemm_f16(n, nw, w, w_stride, nx, x, ldx, y, ldy);
+    return true;
+}
+
+bool mope_gemm_f16_available(int64_t n) { return kern()->gemm_f16 && n > 0 && n % 8 == 0; }
+
+bool mope_gemm_f16(int64_t n, int nw, const void *w, size_t w_stride, int nx, const float *x, size_t ldx, float *y,
+                   int64_t ldy) {
+    return gemm_f16(kern(), n, nw, w, w_stride, nx, x, ldx, y, ldy);
+}
+
+bool mope_gemm_f16_isa(mope_isa isa, int64_t n, int nw, const void *w, size_t w_stride, int nx, const float *x,
+                       size_t ldx, float *y, int64_t ldy) {
+    return gemm_f16(kern_isa(isa), n, nw, w, w_stride, nx, x, ldx, y, ldy);
+}
+
+void mope_round_f16_rows(const float *x, size_t ldx, float *dst, size_t ldd, int nr, int64_t n) {
+    const mope_quant_kernels *k = kern();
+    uint16_t h[256];
+    for (int r = 0; r < nr; r++)
+        for (int64_t i = 0; i < n; i += 256) {
+            int64_t c = n - i < 256 ? n - i : 256;
+            k->quant_act[MOPE_TYPE_F16](x + (size_t)r * ldx + i, h, c);
+            k->dequant[MOPE_TYPE_F16](h, dst + (size_t)r * ldd + i, c);
+        }
+}
+
 float mope_dot_f32(const float *a, const float *b, int64_t n) { return kern()->dot_f32(a, b, n); }
+
+void mope_swiglu_f32(float *g, const float *u, int64_t n) { kern()->swiglu_f32(g, u, n); }
+
+void mope_swiglu_f32_isa(mope_isa isa, float *g, const float *u, int64_t n) { kern_isa(isa)->swiglu_f32(g, u, n); }
+
+void mope_dot_rows_f32(const float *q, const float *K, int64_t ldk, int64_t n, int64_t d, float *s) {
+    kern()->dot_rows_f32(q, K, ldk, n, d, s);
+}
+
+void mope_dot_rows_f32_isa(mope_isa isa, const float *q, const float *K, int64_t ldk, int64_t n, int64_t d,
+                           float *s) {
+    kern_isa(isa)->dot_rows_f32(q, K, ldk, n, d, s);
+}
+
+void mope_axpy_rows_f32(float *y, const float *a, const float *B, int64_t ldb, int64_t n, int64_t m) {
+    kern()->axpy_rows_f32(y, a, B, ldb, n, m);
+}
+
+void mope_axpy_rows_f16(float *y, const float *a, const uint16_t *B, int64_t ldb, int64_t n, int64_t m) {
+    kern()->axpy_rows_f16(y, a, B, ldb, n, m);
+}
+
+void mope_axpy_rows_f16_isa(mope_isa isa, float *y, const float *a, const uint16_t *B, int64_t ldb, int64_t n,
+                            int64_t m) {
+    kern_isa(isa)->axpy_rows_f16(y, a, B, ldb, n, m);
+}
+
+void mope_axpy_rows_f32_isa(mope_isa isa, float *y, const float *a, const float *B, int64_t ldb, int64_t n,
+                            int64_t m) {
+    kern_isa(isa)->axpy_rows_f32(y, a, B, ldb, n, m);
+}
 
 void mope_axpy_f32(float *y, float a, const float *x, int64_t n) { kern()->axpy_f32(y, a, x, n); }
 

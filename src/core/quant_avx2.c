@@ -382,6 +382,50 @@ static void act_f16(const float *x, void *dst, int64_t n) {
     for (; i < n; i++) y[i] = mope_f32_to_f16(x[i]);
 }
 
+/* The few-row helpers.  Scores stay dots; the axpy forms keep up to 16
+ * outputs (LoRA's rank side, a head of V) in two registers over all n terms
+ * (y loaded and stored once) and loop axpys over wider outputs.  The
+ * AVX-512 table has tiled versions (gemm_avx512.c). */
+static void avx2_dot_rows_f32(const float *q, const float *K, int64_t ldk, int64_t n, int64_t d, float *s) {
+    for (int64_t t = 0; t < n; t++) s[t] = avx2_dot_f32(q, K + t * ldk, d);
+}
+
+static void avx2_axpy_rows_f32(float *y, const float *a, const float *B, int64_t ldb, int64_t n, int64_t m) {
+    if (m == 16) {
+        __m256 c0 = _mm256_loadu_ps(y), c1 = _mm256_loadu_ps(y + 8);
+        for (int64_t j = 0; j < n; j++) {
+            __m256 aj = _mm256_set1_ps(a[j]);
+            c0 = _mm256_fmadd_ps(aj, _mm256_loadu_ps(B + j * ldb), c0);
+            c1 = _mm256_fmadd_ps(aj, _mm256_loadu_ps(B + j * ldb + 8), c1);
+        }
+        _mm256_storeu_ps(y, c0);
+        _mm256_storeu_ps(y + 8, c1);
+        return;
+    }
+    for (int64_t j = 0; j < n; j++) avx2_axpy_f32(y, a[j], B + j * ldb, m);
+}
+
+static void avx2_axpy_rows_f16(float *y, const float *a, const uint16_t *B, int64_t ldb, int64_t n, int64_t m) {
+    if (m == 16) {
+        __m256 c0 = _mm256_loadu_ps(y), c1 = _mm256_loadu_ps(y + 8);
+        for (int64_t j = 0; j < n; j++) {
+            __m256 aj = _mm256_set1_ps(a[j]);
+            c0 = _mm256_fmadd_ps(aj, ld_f16(B + j * ldb), c0);
+            c1 = _mm256_fmadd_ps(aj, ld_f16(B + j * ldb + 8), c1);
+        }
+        _mm256_storeu_ps(y, c0);
+        _mm256_storeu_ps(y + 8, c1);
+        return;
+    }
+    for (int64_t j = 0; j < n; j++) {
+        const uint16_t *b = B + j * ldb;
+        __m256 aj = _mm256_set1_ps(a[j]);
+        int64_t o = 0;
+        for (; o + 8 <= m; o += 8) _mm256_storeu_ps(y + o, _mm256_fmadd_ps(aj, ld_f16(b + o), _mm256_loadu_ps(y + o)));
+        for (; o < m; o++) y[o] += a[j] * mope_f16_to_f32(b[o]);
+    }
+}
+
 void mope_quant_fill_avx2(mope_quant_kernels *k) {
     k->quant_act[MOPE_TYPE_Q8_0] = act_q8_0;
     k->quant_act[MOPE_TYPE_Q8_K] = act_q8_K;
@@ -397,6 +441,9 @@ void mope_quant_fill_avx2(mope_quant_kernels *k) {
     k->dequant[MOPE_TYPE_Q6_K] = deq_q6_K;
     k->dot_f32 = avx2_dot_f32;
     k->axpy_f32 = avx2_axpy_f32;
+    k->dot_rows_f32 = avx2_dot_rows_f32;
+    k->axpy_rows_f32 = avx2_axpy_rows_f32;
+    k->axpy_rows_f16 = avx2_axpy_rows_f16;
     /* F32, F16, Q8_0, Q4_0, Q4_K, Q6_K: single- and multi-row kernels */
     mope_quant_fill_multi_avx2(k);
 }

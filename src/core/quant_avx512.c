@@ -45,4 +45,5 @@ void mope_quant_fill_avx512(mope_quant_kernels *k) {
     k->axpy_f32 = avx512_axpy_f32;
     /* Q8_0, Q4_0, Q4_K, Q6_K, F32: single- and multi-row kernels */
     mope_quant_fill_multi_avx512(k);
+    mope_quant_fill_gemm_avx512(k);
 }

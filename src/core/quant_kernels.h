@@ -35,6 +35,10 @@ typedef void (*mope_quant_fn)(const float *src, void *dst, int64_t n);
 typedef void (*mope_vec_dot_multi_fn)(int64_t n, int nr, float *s, int64_t lds, const void *w, const void *x,
                                       size_t ldx);
 
+/* mope_gemm_f16's kernel (n % 8 == 0, nw >= 1, nx >= 1). */
+typedef void (*mope_gemm_f16_fn)(int64_t n, int nw, const void *w, size_t w_stride, int nx, const float *x,
+                                 size_t ldx, float *y, int64_t ldy);
+
 /* Activation rows one multi-row kernel call takes; more rows go in chunks
  * (the weight row is then in L1 for the later chunks).  Four keeps the
  * per-row accumulators of the K-quant kernels within 16 ymm registers. */
@@ -45,8 +49,13 @@ typedef struct mope_quant_kernels {
     mope_vec_dot_multi_fn dot_multi[MOPE_TYPE_COUNT]; /* NULL: the dispatcher loops over dot */
     mope_dequant_fn dequant[MOPE_TYPE_COUNT];
     mope_quant_fn quant_act[MOPE_TYPE_COUNT]; /* activation quantisers, bit-identical to the scalar ones */
+    mope_gemm_f16_fn gemm_f16;                /* NULL: no tile kernel on this ISA (mope_gemm_f16) */
     float (*dot_f32)(const float *a, const float *b, int64_t n);
     void (*axpy_f32)(float *y, float a, const float *x, int64_t n);
+    void (*axpy_rows_f32)(float *y, const float *a, const float *B, int64_t ldb, int64_t n, int64_t m);
+    void (*axpy_rows_f16)(float *y, const float *a, const uint16_t *B, int64_t ldb, int64_t n, int64_t m);
+    void (*dot_rows_f32)(const float *q, const float *K, int64_t ldk, int64_t n, int64_t d, float *s);
+    void (*swiglu_f32)(float *g, const float *u, int64_t n);
 } mope_quant_kernels;
 
 /* Each ISA file overwrites the entries it accelerates; the table for a wider
@@ -57,6 +66,8 @@ void mope_quant_fill_avx512(mope_quant_kernels *k);
 /* Multi-row kernels (quant_multi_*.c), called by the fills above. */
 void mope_quant_fill_multi_avx2(mope_quant_kernels *k);
 void mope_quant_fill_multi_avx512(mope_quant_kernels *k);
+/* The few-row F16 GEMM (gemm_avx512.c). */
+void mope_quant_fill_gemm_avx512(mope_quant_kernels *k);
 
 /* Scalar quantisers (quant_ref.c); n is a multiple of the block size. */
 extern const mope_quant_fn mope_quant_ref_quantize[MOPE_TYPE_COUNT];

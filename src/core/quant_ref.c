@@ -507,6 +507,30 @@ static void dot_q6_K(int64_t n, float *s, const void *w, const void *x) {
     *s = acc;
 }
 
+/* Term by term in j order per output (the SIMD kernels may split the
+ * sum into chains). */
+static void ref_axpy_rows_f32(float *y, const float *a, const float *B, int64_t ldb, int64_t n, int64_t m) {
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t o = 0; o < m; o++) y[o] += a[j] * B[j * ldb + o];
+}
+
+static void ref_axpy_rows_f16(float *y, const float *a, const uint16_t *B, int64_t ldb, int64_t n, int64_t m) {
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t o = 0; o < m; o++) y[o] += a[j] * mope_f16_to_f32(B[j * ldb + o]);
+}
+
+static void ref_swiglu_f32(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+static void ref_dot_rows_f32(const float *q, const float *K, int64_t ldk, int64_t n, int64_t d, float *s) {
+    for (int64_t t = 0; t < n; t++) {
+        float acc = 0;
+        for (int64_t i = 0; i < d; i++) acc += q[i] * K[t * ldk + i];
+        s[t] = acc;
+    }
+}
+
 static float ref_dot_f32(const float *a, const float *b, int64_t n) {
     float s;
     dot_f32(n, &s, a, b);
@@ -545,5 +569,9 @@ void mope_quant_fill_ref(mope_quant_kernels *k) {
     k->quant_act[MOPE_TYPE_Q8_0] = q_q8_0;
     k->quant_act[MOPE_TYPE_Q8_K] = q_q8_K;
     k->dot_f32 = ref_dot_f32;
+    k->axpy_rows_f32 = ref_axpy_rows_f32;
+    k->axpy_rows_f16 = ref_axpy_rows_f16;
+    k->dot_rows_f32 = ref_dot_rows_f32;
+    k->swiglu_f32 = ref_swiglu_f32;
     k->axpy_f32 = ref_axpy_f32;
 }

@@ -14,6 +14,7 @@ void mope_eval_opts_init(mope_eval_opts *o) {
     memset(o, 0, sizeof *o);
     o->sampler = mope_sampler_default_params();
     o->max_tokens = 128;
+    o->min_weight = 0.01f;
     o->tie_eps = 1e-9;
 }
 
@@ -192,6 +193,7 @@ static int run_batch(eval_run *r, int ci, int mi, int start, int n, mope_error *
     g.sampler.seed = r->c[ci].seed + (uint64_t)start; /* row i draws with seed + i: prompt start + i */
     g.max_tokens = r->o->max_tokens;
     g.topk = m->topk;
+    g.min_weight = r->o->min_weight;
     const char **prompts = calloc((size_t)n, sizeof *prompts), **texts = calloc((size_t)n, sizeof *texts);
     mope_method_result *res = calloc((size_t)n, sizeof *res);
     int *idx = malloc(sizeof(int) * (size_t)n), nch = r->c[ci].n;

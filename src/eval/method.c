@@ -218,6 +218,7 @@ void mope_gen_opts_init(mope_gen_opts *o) {
     memset(o, 0, sizeof *o);
     o->sampler = mope_sampler_default_params();
     o->max_tokens = 128;
+    o->min_weight = 0.01f;
 }
 
 void mope_method_result_free(mope_method_result *res) {

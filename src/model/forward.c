@@ -57,21 +57,23 @@ static void attend(fw_ctx *c, int r, int h, float *scores) {
     const float *q = s->q + (size_t)r * QD + (size_t)h * hd;
     float *out = s->att + (size_t)r * QD + (size_t)h * hd;
     float scale = 1.0f / sqrtf((float)hd);
+    int n = row->pos + 1;
+    int64_t ld = c->kv->kv_dim; /* positions of a sequence are consecutive cache rows */
+    mope_dot_rows_f32(q, mope_kv_k_at(c->kv, c->layer, row->seq, 0) + (size_t)kvh * hd, ld, n, hd, scores);
     float mx = -INFINITY;
-    for (int t = 0; t <= row->pos; t++) {
-        const float *k = mope_kv_k_at(c->kv, c->layer, row->seq, t) + (size_t)kvh * hd;
-        scores[t] = mope_dot_f32(q, k, hd) * scale;
+    for (int t = 0; t < n; t++) {
+        scores[t] *= scale;
         if (scores[t] > mx) mx = scores[t];
     }
     double sum = 0;
-    for (int t = 0; t <= row->pos; t++) {
+    for (int t = 0; t < n; t++) {
         scores[t] = expf(scores[t] - mx);
         sum += scores[t];
     }
     float inv = (float)(1.0 / sum);
+    for (int t = 0; t < n; t++) scores[t] *= inv;
     memset(out, 0, sizeof(float) * (size_t)hd);
-    for (int t = 0; t <= row->pos; t++)
-        mope_axpy_f32(out, scores[t] * inv, mope_kv_v_at(c->kv, c->layer, row->seq, t) + (size_t)kvh * hd, hd);
+    mope_axpy_rows_f32(out, scores, mope_kv_v_at(c->kv, c->layer, row->seq, 0) + (size_t)kvh * hd, ld, n, hd);
 }
 
 static void row_job(void *arg, int ith, int nth) {
@@ -99,9 +101,7 @@ static void row_job(void *arg, int ith, int nth) {
             for (int64_t i = 0; i < w; i++) c->dst[r * w + i] += c->src[r * w + i];
             break;
         case OP_SWIGLU: {
-            float *g = s->ff_gate + r * w;
-            const float *u = s->ff_up + r * w;
-            for (int64_t i = 0; i < w; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+            mope_swiglu_f32(s->ff_gate + r * w, s->ff_up + r * w, w);
             break;
         }
         case OP_POST_QKV: {

@@ -13,7 +13,10 @@ void mope_lora_set_free(mope_lora_set *s) {
     if (!s) return;
     for (int i = 0; i < s->n; i++) {
         if (!s->a[i].use) continue;
-        for (int j = 0; j < s->n_slots; j++) mope_free(s->a[i].use[j].bt);
+        for (int j = 0; j < s->n_slots; j++) {
+            mope_free(s->a[i].use[j].bt);
+            mope_free(s->a[i].use[j].at);
+        }
         free(s->a[i].use);
     }
     free(s->a);
@@ -27,8 +30,51 @@ void mope_lora_set_free(mope_lora_set *s) {
 
 static void free_use(lora_use *use, int n_slots) {
     if (!use) return;
-    for (int j = 0; j < n_slots; j++) mope_free(use[j].bt);
+    for (int j = 0; j < n_slots; j++) {
+        mope_free(use[j].bt);
+        mope_free(use[j].at);
+    }
     free(use);
+}
+
+static bool all_f16(const float *v, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (mope_f16_to_f32(mope_f32_to_f16(v[i])) != v[i]) return false;
+    return true;
+}
+
+/* u->at, u->bt from t (see lora_use); nonzero when out of memory. */
+static int transpose_factors(lora_use *u, const mope_lora_tensor *t) {
+    size_t na = (size_t)t->rank * (size_t)t->n_in;
+    size_t nb = (size_t)t->rank * (size_t)((t->n_out + LORA_PANEL - 1) / LORA_PANEL * LORA_PANEL);
+    u->f16 = all_f16(t->a, na) && all_f16(t->b, (size_t)t->rank * (size_t)t->n_out);
+    size_t es = u->f16 ? sizeof(uint16_t) : sizeof(float);
+    u->at = mope_alloc(na, es);
+    u->bt = mope_alloc(nb, es);
+    if (!u->at || !u->bt) return -1;
+    memset(u->bt, 0, nb * es); /* the last panel's padding */
+    for (int k = 0; k < t->rank; k++)
+        for (int64_t i = 0; i < t->n_in; i++) {
+            float v = t->a[(int64_t)k * t->n_in + i];
+            size_t d = (size_t)(i * t->rank + k);
+            if (u->f16) ((uint16_t *)u->at)[d] = mope_f32_to_f16(v);
+            else ((float *)u->at)[d] = v;
+        }
+    for (int64_t o = 0; o < t->n_out; o++)
+        for (int k = 0; k < t->rank; k++) {
+            float v = t->b[o * t->rank + k];
+            size_t d = (size_t)(((o / LORA_PANEL) * t->rank + k) * LORA_PANEL + o % LORA_PANEL);
+            if (u->f16) ((uint16_t *)u->bt)[d] = mope_f32_to_f16(v);
+            else ((float *)u->bt)[d] = v;
+        }
+    return 0;
+}
+
+/* y[0..m) += sum_j a[j] * row j of B (ldb apart), B being u's at or bt. */
+static void axpy_rows(const lora_use *u, float *y, const float *a, const void *B, int64_t ldb, int64_t n,
+                      int64_t m) {
+    if (u->f16) mope_axpy_rows_f16(y, a, B, ldb, n, m);
+    else mope_axpy_rows_f32(y, a, B, ldb, n, m);
 }
 
 int mope_model_add_adapter(mope_model *m, const mope_lora *l, float user_scale, mope_error *err) {
@@ -61,13 +107,10 @@ int mope_model_add_adapter(mope_model *m, const mope_lora *l, float user_scale, 
         lora_use *u = &use[slot];
         u->t = t;
         u->scale = mope_lora_scale(l, t, user_scale);
-        u->bt = mope_alloc((size_t)t->rank * (size_t)t->n_out, sizeof(float));
-        if (!u->bt) {
+        if (transpose_factors(u, t)) {
             free_use(use, s->n_slots);
             return mope_error_set(err, MOPE_ENOMEM, "out of memory attaching an adapter");
         }
-        for (int64_t o = 0; o < t->n_out; o++)
-            for (int k = 0; k < t->rank; k++) u->bt[(int64_t)k * t->n_out + o] = t->b[o * t->rank + k];
         if (t->rank > max_rank) max_rank = t->rank;
     }
     /* a tied output is token_embd.weight: its update applies there too */
@@ -75,12 +118,10 @@ int mope_model_add_adapter(mope_model *m, const mope_lora *l, float user_scale, 
         lora_use *e = &use[lora_slot_embd(hp)], *o = &use[lora_slot_output(hp)];
         o->t = e->t;
         o->scale = e->scale;
-        o->bt = mope_alloc((size_t)e->t->rank * (size_t)e->t->n_out, sizeof(float));
-        if (!o->bt) {
+        if (transpose_factors(o, e->t)) {
             free_use(use, s->n_slots);
             return mope_error_set(err, MOPE_ENOMEM, "out of memory attaching an adapter");
         }
-        memcpy(o->bt, e->bt, sizeof(float) * (size_t)e->t->rank * (size_t)e->t->n_out);
     }
     s->a[s->n] = (lora_attached){.l = l, .use = use};
     s->max_rank = max_rank;
@@ -176,7 +217,7 @@ typedef struct apply_ctx {
     float *y;
     int64_t ldy;
     int64_t n_out;
-    int64_t n_items; /* down-projection: sum over groups of rank */
+    int64_t n_items; /* phase 0: adapted rows */
     int phase;
 } apply_ctx;
 
@@ -185,8 +226,10 @@ static const lora_use *use_of(const apply_ctx *c, int a) {
     return at->use && at->use[c->slot].t && c->start[a + 1] > c->start[a] ? &at->use[c->slot] : NULL;
 }
 
-/* Phase 0: tmp[i][k] = A_k . x_i for items (adapter, k) split over threads.
- * Phase 1: y_i[lo..hi) += s t_i[k] Bt[k][lo..hi) with the outputs split. */
+/* Phase 0: t_i = s A x_i for the adapted rows, split over threads; each
+ * runs along the rank (A transposed), so a row costs n_in vector FMAs and
+ * no horizontal sums.  Phase 1: y_i[lo..hi) += Bt^T t_i with the outputs
+ * split, each output loaded and stored once for all rank terms. */
 static void apply_job(void *arg, int ith, int nth) {
     apply_ctx *c = arg;
     mope_lora_set *s = c->s;
@@ -198,31 +241,34 @@ static void apply_job(void *arg, int ith, int nth) {
         for (int a = 0; a < s->n && item < hi; a++) {
             const lora_use *u = use_of(c, a);
             if (!u) continue;
-            for (int k = 0; k < u->t->rank; k++, item++) {
+            for (int g = c->start[a]; g < c->start[a + 1]; g++, item++) {
                 if (item < lo || item >= hi) continue;
-                const float *ak = u->t->a + (size_t)k * (size_t)u->t->n_in;
-                for (int g = c->start[a]; g < c->start[a + 1]; g++) {
-                    int i = c->grp[g];
-                    s->tmp[(size_t)i * R + k] = mope_dot_f32(ak, c->x + i * c->ldx, u->t->n_in);
-                }
+                int i = c->grp[g], rank = u->t->rank;
+                float *t = s->tmp + (size_t)i * R;
+                memset(t, 0, sizeof(float) * (size_t)rank);
+                axpy_rows(u, t, c->x + i * c->ldx, u->at, rank, u->t->n_in, rank);
+                for (int k = 0; k < rank; k++) t[k] *= u->scale;
             }
         }
         return;
     }
-    /* chunks of 16 outputs keep each thread's slice aligned for the axpys */
-    int64_t n16 = (c->n_out + 15) / 16;
-    mope_split(n16, ith, nth, &lo, &hi);
-    lo *= 16;
-    hi = hi * 16 < c->n_out ? hi * 16 : c->n_out;
+    /* threads take whole panels of outputs */
+    int64_t np = (c->n_out + LORA_PANEL - 1) / LORA_PANEL;
+    mope_split(np, ith, nth, &lo, &hi);
     if (lo >= hi) return;
     for (int a = 0; a < s->n; a++) {
         const lora_use *u = use_of(c, a);
         if (!u) continue;
+        size_t es = u->f16 ? sizeof(uint16_t) : sizeof(float);
+        size_t panel = (size_t)u->t->rank * LORA_PANEL; /* elements */
         for (int g = c->start[a]; g < c->start[a + 1]; g++) {
             int i = c->grp[g];
             const float *t = s->tmp + (size_t)i * R;
-            for (int k = 0; k < u->t->rank; k++)
-                mope_axpy_f32(c->y + i * c->ldy + lo, u->scale * t[k], u->bt + (size_t)k * c->n_out + lo, hi - lo);
+            for (int64_t p = lo; p < hi; p++) {
+                int64_t o = p * LORA_PANEL, m = c->n_out - o < LORA_PANEL ? c->n_out - o : LORA_PANEL;
+                axpy_rows(u, c->y + i * c->ldy + o, t, (const char *)u->bt + (size_t)p * panel * es, LORA_PANEL,
+                          u->t->rank, m);
+            }
         }
     }
 }
@@ -238,7 +284,7 @@ void mope_lora_apply(mope_model *m, int slot, bool want, const float *x, int64_t
         const lora_use *u = use_of(&c, a);
         if (!u) continue;
         c.n_out = u->t->n_out;
-        c.n_items += u->t->rank;
+        c.n_items += c.start[a + 1] - c.start[a];
         work += (int64_t)(c.start[a + 1] - c.start[a]) * u->t->rank * (u->t->n_in + u->t->n_out);
     }
     if (c.n_items == 0) return;

@@ -27,10 +27,21 @@ typedef enum { LORA_NAME_MATRIX, LORA_NAME_NORM, LORA_NAME_BIAS, LORA_NAME_UNKNO
  * output) and *which (LORA_Q.. or -1 = embedding, -2 = output). */
 lora_name_kind lora_classify(const char *name, int *layer, int *which);
 
+enum { LORA_PANEL = 64 };
+
 /* One update of an attached adapter at one slot. */
 typedef struct lora_use {
     const mope_lora_tensor *t; /* NULL: slot not adapted */
-    float *bt;                 /* B transposed (rank x n_out), owned: the up-projection then runs as axpys */
+    /* A transposed (n_in x rank), and B transposed in panels of LORA_PANEL
+     * outputs (panel p: rank x LORA_PANEL, zero-padded past n_out), owned:
+     * A x runs along the rank, B t along the outputs, and both read their
+     * factor front to back (the strided rows of a plain B^T stall on cache
+     * misses, as six adapters' factors do not stay cached).  F16 (uint16_t)
+     * when every value of A and B is exactly an F16 value (adapters saved
+     * as F16): the same numbers in half the bytes, since six adapters'
+     * factors are read from memory at every decode step; f32 otherwise. */
+    void *at, *bt;
+    bool f16;
     float scale;
 } lora_use;
 

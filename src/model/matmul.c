@@ -5,6 +5,11 @@
  * over the threads and every weight row is dotted with all activation rows
  * by the multi-row kernel (each weight block loaded and decoded once for up
  * to 4 rows, then reused from L1), so the weights stream from memory once.
+ * F16 weights below the sgemm threshold (a decode step, or the K expert
+ * rows of a MoPE step) take the register-tiled GEMM instead (mope_gemm_f16:
+ * 4 weight rows x 3 activation rows per tile, activations converted once),
+ * where the ISA has it; its outputs equal the single-row kernel's bit for
+ * bit.
  * Large batches (prefill) are compute-bound: tiles of weight rows are
  * dequantised to f32 (per thread, L2-sized) and multiplied with OpenBLAS
  * sgemm, each pool thread on its own tiles with OpenBLAS set to a single
@@ -162,6 +167,27 @@ static void vecdot_job(void *arg, int ith, int nth) {
     for_chunks(arg, ith, vecdot_rows);
 }
 
+/* F16 weights, few rows: the register-tiled kernel over f32 copies of the
+ * F16-rounded activations.  Activation rows go in blocks of 12 so a block
+ * (12 KiB at K = 256) and the chunk's weight rows both stay in L1 while
+ * every weight row of the chunk passes over them. */
+static void tile_rows(mm_ctx *c, int k, int64_t lo, int64_t hi, int ith) {
+    (void)ith;
+    const mope_wmat *w = c->w[k];
+    size_t ldx = c->xq_stride / sizeof(float);
+    const float *xf = (const float *)c->xq;
+    for (int r0 = 0; r0 < c->n; r0 += 12) {
+        int nr = c->n - r0 < 12 ? c->n - r0 : 12;
+        mope_gemm_f16(w->ne0, (int)(hi - lo), (const char *)w->data + (size_t)lo * w->row_bytes, w->row_bytes, nr,
+                      xf + (size_t)r0 * ldx, ldx, c->y[k] + (size_t)r0 * c->ldy[k] + lo, c->ldy[k]);
+    }
+}
+
+static void tile_job(void *arg, int ith, int nth) {
+    (void)nth;
+    for_chunks(arg, ith, tile_rows);
+}
+
 static void gemm_rows(mm_ctx *c, int k, int64_t lo, int64_t hi, int ith) {
     float *tile = c->tiles + (size_t)ith * c->tile_floats; /* this thread's */
     const mope_wmat *w = c->w[k];
@@ -236,6 +262,17 @@ int mope_matmul_n(mope_model *m, int n_w, const mope_wmat *const *w, const float
     if (m->s.cap_rows < n_rows) return mope_error_set(err, MOPE_ESTATE, "matmul: scratch not reserved");
     c.xq = m->s.xq;
     c.xq_stride = m->s.xq_stride;
+    /* the tiled kernel does the same arithmetic per output as the single-row
+     * one (tested bit-identical) and is faster for a lone row too, since it
+     * sums four outputs' lanes together */
+    if (w[0]->type == MOPE_TYPE_F16 && mope_gemm_f16_available(w[0]->ne0)) {
+        mope_round_f16_rows(x, (size_t)ldx, (float *)c.xq, c.xq_stride / sizeof(float), n_rows, w[0]->ne0);
+        /* ~8 chunks per thread, of at least 16 rows, multiples of the tile's 4 */
+        c.chunk = (c.total_rows / (8 * nth)) & ~(int64_t)3;
+        if (c.chunk < 16) c.chunk = 16;
+        run(pool, tile_job, &c);
+        return 0;
+    }
     /* a few rows quantise faster on one thread than a dispatch costs */
     if (n_rows * w[0]->ne0 < 16384 || !pool) quantize_job(&c, 0, 1);
     else run(pool, quantize_job, &c);

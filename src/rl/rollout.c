@@ -106,28 +106,65 @@ int mope_rollout_generate_ex(mope_expert *const *experts, int K, const mope_toke
         if (!(sum > 0)) return mope_error_set(err, MOPE_EINVAL, "rollout: the weights sum to 0");
         for (int k = 0; k < K; k++) wfix[k] = (float)(o->weights[k] / sum);
     }
+    if (!(o->min_weight >= 0 && o->min_weight < 1))
+        return mope_error_set(err, MOPE_EINVAL, "rollout: min_weight %g is not in [0, 1)", (double)o->min_weight);
     mope_dist *d = calloc((size_t)K, sizeof *d);
     float *probs = malloc(sizeof(float) * (size_t)V);
     int32_t *next = malloc(sizeof(int32_t) * (size_t)n);
     bool *done = calloc((size_t)n, sizeof *done);
     bool *ended = calloc((size_t)n, sizeof *ended);
-    if (!d || !probs || !next || !done || !ended) rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
+    /* per row: the weights of this step and which experts run */
+    float *wrow = malloc(sizeof(float) * (size_t)n * K), *wrun = malloc(sizeof(float) * (size_t)n * K);
+    bool *run = malloc(sizeof(bool) * (size_t)n * K);
+    /* response tokens fed to expert k of row i (tokens are fed lazily, just
+     * before an expert is asked for its next distribution, so a skipped
+     * expert catches up in one batched call when it is needed again) */
+    int *fed = calloc((size_t)n * K, sizeof(int));
+    if (!d || !probs || !next || !done || !ended || !wrow || !wrun || !run || !fed)
+        rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
     if (!rc) rc = start_all(pcm, experts, K, tok, n, instructions, preferences, max_tokens, out, err);
     for (int t = 0; t < max_tokens && !rc; t++) {
         int active = 0;
-        /* phase 1: every active rollout draws its next token (the first
-         * PCM / group call evaluates all sequences' fed tokens at once) */
+        /* phase 1: weights of every active rollout (the first PCM call
+         * evaluates all sequences' fed tokens at once), the experts each
+         * needs, and their missing tokens queued */
         for (int i = 0; i < n && !rc; i++) {
             if (done[i]) continue;
             active++;
-            float wpcm[MOPE_PCM_MAX_K], pk[MOPE_PCM_MAX_K];
-            const float *w = wfix;
-            if (pcm) {
-                if ((rc = mope_pcm_infer_weights(pcm, i, wpcm, err))) break;
-                w = wpcm;
+            float *w = wrow + (size_t)i * K, *wr = wrun + (size_t)i * K;
+            bool *ru = run + (size_t)i * K;
+            if (pcm) rc = mope_pcm_infer_weights(pcm, i, w, err);
+            else memcpy(w, wfix, sizeof(float) * (size_t)K);
+            if (rc) break;
+            int top = 0;
+            for (int k = 1; k < K; k++)
+                if (w[k] > w[top]) top = k;
+            /* the first step runs everyone: every expert's distribution
+             * slot then holds a valid distribution for the mixer */
+            for (int k = 0; k < K; k++) {
+                ru[k] = t == 0 || o->min_weight <= 0 || w[k] >= o->min_weight || k == top;
+                wr[k] = ru[k] ? w[k] : 0.0f;
             }
-            for (int k = 0; k < K && !rc; k++) rc = mope_expert_next(experts[k], i, &d[k], err);
-            if (!rc) rc = mope_mix_step(d, K, w, rule, probs, err);
+            const mope_rollout *r = &out[i];
+            for (int k = 0; k < K && !rc; k++) {
+                int *f = &fed[(size_t)i * K + k];
+                if (ru[k] && *f < r->n_resp) {
+                    rc = mope_expert_feed(experts[k], i, r->tokens + r->prompt_len + *f, r->n_resp - *f, err);
+                    *f = r->n_resp;
+                }
+            }
+        }
+        if (rc || !active) break;
+        /* phase 2: every active rollout draws its next token (the first
+         * group call evaluates all queued tokens of all experts at once) */
+        for (int i = 0; i < n && !rc; i++) {
+            if (done[i]) continue;
+            const float *w = wrow + (size_t)i * K, *wr = wrun + (size_t)i * K;
+            const bool *ru = run + (size_t)i * K;
+            float pk[MOPE_PCM_MAX_K];
+            for (int k = 0; k < K && !rc; k++)
+                if (ru[k]) rc = mope_expert_next(experts[k], i, &d[k], err);
+            if (!rc) rc = mope_mix_step(d, K, wr, rule, probs, err);
             if (rc) break;
             mope_rollout *r = &out[i];
             mope_sampler *smp = o->samplers[o->n_samplers == 1 ? 0 : i];
@@ -137,12 +174,14 @@ int mope_rollout_generate_ex(mope_expert *const *experts, int K, const mope_toke
                 break;
             }
             double lp;
-            if ((rc = mope_mix_token_probs(d, K, y, w, rule, pk, NULL, &lp, err))) break;
+            if ((rc = mope_mix_token_probs(d, K, y, wr, rule, pk, NULL, &lp, err))) break;
             if (!isfinite(lp)) {
                 rc = mope_error_set(err, MOPE_ESTATE, "rollout %d: sampled token %d has no mass under the mixture", i,
                                     (int)y);
                 break;
             }
+            for (int k = 0; k < K; k++)
+                if (!ru[k]) pk[k] = 0.0f; /* not run: its slot is another row's */
             r->tokens[r->prompt_len + r->n_resp] = y;
             memcpy(r->expert_probs + (size_t)r->n_resp * K, pk, sizeof(float) * (size_t)K);
             r->n_resp++;
@@ -157,8 +196,8 @@ int mope_rollout_generate_ex(mope_expert *const *experts, int K, const mope_toke
                 ended[i] = h == 1;
             }
         }
-        if (rc || !active) break;
-        /* phase 2: feed the drawn tokens, or finish */
+        if (rc) break;
+        /* phase 3: the drawn tokens into the PCM, or finish */
         for (int i = 0; i < n && !rc; i++) {
             if (done[i]) continue;
             if (ended[i] || mope_tokenizer_is_eog(tok, next[i])) {
@@ -171,7 +210,6 @@ int mope_rollout_generate_ex(mope_expert *const *experts, int K, const mope_toke
                 continue;
             }
             if (pcm && (rc = mope_pcm_infer_feed(pcm, i, &next[i], 1, err))) break;
-            for (int k = 0; k < K && !rc; k++) rc = mope_expert_feed(experts[k], i, &next[i], 1, err);
         }
     }
     for (int k = 0; d && k < K; k++) mope_dist_free(&d[k]);
@@ -180,5 +218,9 @@ int mope_rollout_generate_ex(mope_expert *const *experts, int K, const mope_toke
     free(next);
     free(done);
     free(ended);
+    free(wrow);
+    free(wrun);
+    free(run);
+    free(fed);
     return rc ? mope_error_prefix(err, "rollout") : 0;
 }
