@@ -319,8 +319,9 @@ static int write_reports(eval_run *r, mope_error *err) {
     char settings[512];
     snprintf(settings, sizeof settings,
              "Sampling: temperature %g, top-k %d, top-p %g, min-p %g, seed %llu, at most %d tokens; the same seeds "
-             "for every method of a (prompt, combination).",
-             sp->temp, sp->top_k, sp->top_p, sp->min_p, (unsigned long long)sp->seed, r->o->max_tokens);
+             "for every method of a (prompt, combination); experts under weight %g at a step not run (0: exact).",
+             sp->temp, sp->top_k, sp->top_p, sp->min_p, (unsigned long long)sp->seed, r->o->max_tokens,
+             (double)r->o->min_weight);
     mope_eval_report_info info = {.title = "mope eval", .command = r->o->command, .settings = settings,
                                   .tie_eps = r->o->tie_eps, .have_labeler = have_lab, .have_rm = have_rm,
                                   .topk = topk, .notes = (const char *const *)r->notes, .n_notes = r->n_notes};
@@ -381,9 +382,9 @@ static int prepare(eval_run *r, mope_error *err) {
     const mope_sampler_params *sp = &o->sampler;
     snprintf(r->settings, sizeof r->settings,
              "seed=%llu temp=%g top_k=%d top_p=%g min_p=%g repeat_penalty=%g repeat_last_n=%d no_repeat_ngram=%d "
-             "max_tokens=%d",
+             "max_tokens=%d min_weight=%g",
              (unsigned long long)sp->seed, sp->temp, sp->top_k, sp->top_p, sp->min_p, sp->repeat_penalty,
-             sp->repeat_last_n, sp->no_repeat_ngram, o->max_tokens);
+             sp->repeat_last_n, sp->no_repeat_ngram, o->max_tokens, (double)o->min_weight);
     return rc;
 }
 
