@@ -469,6 +469,23 @@ static void test_bad_input(void **state) {
     assert_int_equal(mope_mix_step(d, 2, w, MOPE_MIX_LINEAR, out, &err), MOPE_EINVAL);
     assert_non_null(strstr(err.msg, "n_vocab"));
     set_full(&d[1], good, V5);
+    /* a weight-0 expert is not read: unset is fine, and the mixture is the
+     * other expert's distribution */
+    {
+        mope_dist d2[2] = {{0}, {0}};
+        set_full(&d2[1], good, V5);
+        const float w01[2] = {0.0f, 1.0f};
+        float o2[V5], pk[2];
+        double lpm = 0;
+        assert_int_equal(mope_mix_step(d2, 2, w01, MOPE_MIX_LINEAR, o2, &err), 0);
+        double z = 0;
+        for (int v = 0; v < V5; v++) z += exp(good[v]);
+        for (int v = 0; v < V5; v++) assert_true(fabs(o2[v] - exp(good[v]) / z) < 1e-6);
+        assert_int_equal(mope_mix_token_probs(d2, 2, 3, w01, MOPE_MIX_LINEAR, pk, NULL, &lpm, &err), 0);
+        assert_true(pk[0] == 0.0f);
+        assert_true(fabs(lpm - (good[3] - log(z))) < 1e-6);
+        mope_dist_free(&d2[1]);
+    }
     const float wneg[2] = {-0.1f, 1.1f}, wnan[2] = {NAN, 1}, wzero[2] = {0, 0};
     assert_int_equal(mope_mix_step(d, 2, wneg, MOPE_MIX_LINEAR, out, &err), MOPE_EINVAL);
     assert_int_equal(mope_mix_step(d, 2, wnan, MOPE_MIX_LINEAR, out, &err), MOPE_EINVAL);

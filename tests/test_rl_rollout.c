@@ -219,7 +219,7 @@ static void test_min_weight_skips_and_catches_up(void **state) {
             int top = wt[1] > wt[0];
             double num = 0, den = 0;
             for (int k = 0; k < K; k++) {
-                if (t == 0 || wt[k] >= THR || k == top) {
+                if (wt[k] >= THR || k == top) {
                     num += wt[k] * p[t * K + k];
                     den += wt[k];
                     assert_true(fabs(ro[i].expert_probs[t * K + k] - p[t * K + k]) < 1e-5);

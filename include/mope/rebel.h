@@ -162,7 +162,7 @@ typedef struct mope_rollout_opts {
     mope_sampler *const *samplers;
     int n_samplers;               /* 1 or n */
     int max_tokens;               /* >= 1 */
-    float min_weight;             /* 0: exact. > 0: after the first token, an expert whose weight at a step
+    float min_weight;             /* 0: exact. > 0: an expert whose weight at a step
                                      is below it is not run for that row and step (the weights of the
                                      rest are renormalised; the heaviest expert always runs); its tokens
                                      are fed when it is next needed.  The mixture then differs from the

@@ -275,17 +275,12 @@ typedef struct term {
 } term;
 
 /* Validates the call and collects the experts with positive weight
- * (normalised to sum 1).  Returns the number of terms or a negative code. */
+ * (normalised to sum 1).  An expert with weight 0 is not read, so its
+ * distribution may be unset (MoPE does not run experts it weighs ~0).
+ * Returns the number of terms or a negative code. */
 static int prepare(const mope_dist *d, int K, const float *w, term *t, mope_error *err) {
     if (!d || K <= 0 || K > MOPE_MIX_MAX_K)
         return mope_error_set(err, MOPE_EINVAL, "mix: need 1..%d experts (got %d)", MOPE_MIX_MAX_K, K);
-    for (int k = 0; k < K; k++) {
-        if (d[k].kind != MOPE_DIST_FULL && d[k].kind != MOPE_DIST_TOPK)
-            return mope_error_set(err, MOPE_EINVAL, "mix: distribution of expert %d is not set", k);
-        if (d[k].n_vocab != d[0].n_vocab)
-            return mope_error_set(err, MOPE_EINVAL, "mix: expert %d has n_vocab %d, expert 0 has %d", k,
-                                  (int)d[k].n_vocab, (int)d[0].n_vocab);
-    }
     if (!w) return mope_error_set(err, MOPE_EINVAL, "mix: weights missing");
     double sum = 0;
     for (int k = 0; k < K; k++) {
@@ -294,6 +289,16 @@ static int prepare(const mope_dist *d, int K, const float *w, term *t, mope_erro
         sum += w[k];
     }
     if (!(sum > 0)) return mope_error_set(err, MOPE_EINVAL, "mix: weights sum to 0");
+    int first = -1;
+    for (int k = 0; k < K; k++) {
+        if (!(w[k] > 0)) continue;
+        if (d[k].kind != MOPE_DIST_FULL && d[k].kind != MOPE_DIST_TOPK)
+            return mope_error_set(err, MOPE_EINVAL, "mix: distribution of expert %d is not set", k);
+        if (first < 0) first = k;
+        if (d[k].n_vocab != d[first].n_vocab)
+            return mope_error_set(err, MOPE_EINVAL, "mix: expert %d has n_vocab %d, expert %d has %d", k,
+                                  (int)d[k].n_vocab, first, (int)d[first].n_vocab);
+    }
     int n = 0;
     for (int k = 0; k < K; k++)
         if (w[k] > 0) t[n++] = (term){&d[k], w[k] / sum, 0};
@@ -377,7 +382,7 @@ int mope_mix_step(const mope_dist *d, int K, const float *w, mope_mix_rule rule,
     int n = prepare(d, K, w, t, err);
     if (n < 0) return n;
     if (!out) return mope_error_set(err, MOPE_EINVAL, "mix: output array missing");
-    int32_t V = d[0].n_vocab;
+    int32_t V = t[0].d->n_vocab;
     double sum = 0;
     if (rule == MOPE_MIX_LINEAR) {
         /* Expert by expert (a tight loop per full expert), starting from the
@@ -474,10 +479,11 @@ int mope_mix_token_probs(const mope_dist *d, int K, int32_t y, const float *w, m
                 return mope_error_set(err, MOPE_EINVAL, "mix: distribution of expert %d is unset or of another vocab",
                                       k);
     }
-    int rc = check_token(d, y, err);
+    int rc = check_token(logp_mix ? t[0].d : d, y, err);
     if (rc < 0) return rc;
     for (int k = 0; k < K; k++) {
-        double lp = mope_dist_logprob(&d[k], y);
+        /* an unset distribution (weight 0, see prepare) has no probabilities */
+        double lp = d[k].kind == MOPE_DIST_NONE ? -INFINITY : mope_dist_logprob(&d[k], y);
         if (probs) probs[k] = (float)exp(lp);
         if (logprobs) logprobs[k] = (float)lp;
     }
@@ -504,14 +510,14 @@ int mope_mix_grad_z(const mope_dist *d, int K, int32_t y, const float *w, mope_m
     term t[MOPE_MIX_MAX_K];
     int n = prepare(d, K, w, t, err);
     if (n < 0) return n;
-    int rc = check_token(d, y, err);
+    int rc = check_token(t[0].d, y, err);
     if (rc < 0) return rc;
     if (!grad_z) return mope_error_set(err, MOPE_EINVAL, "mix: gradient output missing");
     if (rule != MOPE_MIX_LINEAR && rule != MOPE_MIX_GEOMETRIC)
         return mope_error_set(err, MOPE_EINVAL, "mix: unknown rule %d", (int)rule);
     /* g[i]: d log p / d w_i for the active experts; the softmax chain rule
      * then gives w_j (g_j - sum_i w_i g_i), which is 0 for weight-0 experts. */
-    double lp[MOPE_MIX_MAX_K], g[MOPE_MIX_MAX_K], lpm;
+    double lp[MOPE_MIX_MAX_K] = {0}, g[MOPE_MIX_MAX_K] = {0}, lpm;
     for (int i = 0; i < n; i++) lp[i] = mope_dist_logprob(t[i].d, y);
     if (rule == MOPE_MIX_LINEAR) {
         lpm = linear_logp(t, n, lp);
@@ -521,14 +527,15 @@ int mope_mix_grad_z(const mope_dist *d, int K, int32_t y, const float *w, mope_m
          * term sum_i w_i (pi_i / p) = 1. */
         for (int i = 0; i < n; i++) g[i] = exp(lp[i] - lpm);
     } else {
-        for (int k = 0; k < K; k++)
-            if (d[k].kind != MOPE_DIST_FULL)
+        for (int i = 0; i < n; i++)
+            if (t[i].d->kind != MOPE_DIST_FULL)
                 return mope_error_set(err, MOPE_EUNSUPPORTED,
-                                      "mix: the geometric gradient needs full distributions (expert %d is top-k)", k);
+                                      "mix: the geometric gradient needs full distributions (expert %d is top-k)",
+                                      (int)(t[i].d - d));
         /* One online pass for log Z and the mixture's expectations of each
          * expert's log-probability, rescaled as the running maximum moves. */
         double m = -INFINITY, z = 0, A[MOPE_MIX_MAX_K] = {0}, l[MOPE_MIX_MAX_K];
-        int32_t V = d[0].n_vocab;
+        int32_t V = t[0].d->n_vocab;
         for (int32_t v = 0; v < V; v++) {
             double s = 0;
             for (int i = 0; i < n; i++) {

@@ -139,10 +139,10 @@ int mope_rollout_generate_ex(mope_expert *const *experts, int K, const mope_toke
             int top = 0;
             for (int k = 1; k < K; k++)
                 if (w[k] > w[top]) top = k;
-            /* the first step runs everyone: every expert's distribution
-             * slot then holds a valid distribution for the mixer */
+            /* from the first token on: an expert that never runs is never
+             * prefilled (the mixer does not read weight-0 experts) */
             for (int k = 0; k < K; k++) {
-                ru[k] = t == 0 || o->min_weight <= 0 || w[k] >= o->min_weight || k == top;
+                ru[k] = o->min_weight <= 0 || w[k] >= o->min_weight || k == top;
                 wr[k] = ru[k] ? w[k] : 0.0f;
             }
             const mope_rollout *r = &out[i];
