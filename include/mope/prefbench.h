@@ -240,6 +240,7 @@ typedef struct mope_prefbench_recipe_opts {
     int force;                /* rebuild every stage, ignoring stamps */
     const char *until;        /* stop after this stage (NULL: all) */
     int full_experts;         /* experts as fully fine-tuned models instead of LoRA */
+    int max_concepts;         /* > 0: concepts in the corpus instead of the recipe's (6000 full, 300 tiny) */
     mope_prefbench_log_fn log; /* progress lines (NULL: silent) */
     void *log_user;
 } mope_prefbench_recipe_opts;

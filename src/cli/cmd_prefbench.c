@@ -68,7 +68,8 @@ static int corpus(int argc, char **argv) {
 
 static const char *const HELP_BUILD =
     "usage: mope prefbench build [--tiny] [--out DIR] [--work DIR] [--seed S] [-t N]\n"
-    "                            [--until STAGE] [--force] [--full-experts] [--wordnet DIR]\n"
+    "                            [--until STAGE] [--force] [--full-experts] [--max-concepts N]\n"
+    "                            [--wordnet DIR]\n"
     "\n"
     "Trains the PrefBench model zoo from scratch: corpus, tokenizer, base model\n"
     "(pretraining, then Tulu-format SFT), six expert LoRA adapters (P1A..P3B),\n"
@@ -92,6 +93,9 @@ static const char *const HELP_BUILD =
     "                         references, eval, bundle)\n"
     "  --force                rebuild every stage\n"
     "  --full-experts         experts as fully fine-tuned models instead of LoRA\n"
+    "  --max-concepts N       concepts in the corpus (default 6000; --tiny 300); the\n"
+    "                         training steps stay the same, so more concepts means\n"
+    "                         more distinct names seen once rather than fewer seen often\n"
     "  --wordnet DIR          WordNet database directory (default /usr/share/wordnet)\n"
     "  -q, --quiet            no progress on standard error\n"
     "  -h, --help             show this help\n";
@@ -134,6 +138,9 @@ static int build(int argc, char **argv) {
             o.tiny = 1;
         } else if (cli_flag(argv[i], NULL, "--force")) {
             o.force = 1;
+        } else if ((r = cli_opt(cmd, argc, argv, &i, NULL, "--max-concepts", &v))) {
+            if (r < 0 || cli_parse_int(cmd, "--max-concepts", v, 1, 1000000, &x) < 0) return CLI_EXIT_USAGE;
+            o.max_concepts = (int)x;
         } else if (cli_flag(argv[i], NULL, "--full-experts")) {
             o.full_experts = 1;
         } else if (cli_flag(argv[i], "-q", "--quiet")) {

@@ -576,6 +576,7 @@ int mope_prefbench_recipe_build(const mope_prefbench_recipe_opts *opts, mope_err
     memset(&c, 0, sizeof c);
     c.o = opts;
     sizes_init(&c.sz, opts->tiny);
+    if (opts->max_concepts > 0) c.sz.max_concepts = opts->max_concepts;
     c.seed = opts->seed ? opts->seed : 1;
     c.n_threads = opts->n_threads > 0 ? opts->n_threads : mope_cpu_count();
     c.experts_lora = !opts->full_experts;
