@@ -27,7 +27,6 @@ void tl_softmax_row_avx2(float *a, int n, float scale);
 void tl_softmax_bwd_row_avx2(float *ds, const float *p, int n, float scale);
 
 /* SwiGLU over [lo, hi) (see tl_swiglu_fwd / tl_swiglu_bwd). */
-void tl_swiglu_fwd_avx2(float *h, const float *gate, const float *up, size_t lo, size_t hi);
 void tl_swiglu_bwd_avx2(float *dgate, float *dup, const float *dh, const float *gate, const float *up, size_t lo,
                         size_t hi);
 

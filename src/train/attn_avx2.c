@@ -323,23 +323,7 @@ void tl_softmax_bwd_row_avx2(float *ds, const float *p, int n, float scale) {
     for (; j < n; j++) ds[j] = p[j] * (ds[j] - sf) * scale;
 }
 
-/* ---- SwiGLU: h = g sig(g) u, sig(g) = 1 / (1 + e^-g) ---- */
-
-void tl_swiglu_fwd_avx2(float *h, const float *gate, const float *up, size_t lo, size_t hi) {
-    const __m256 one = _mm256_set1_ps(1.0f), zero = _mm256_setzero_ps();
-    size_t i = lo;
-    for (; i + 8 <= hi; i += 8) {
-        __m256 g = _mm256_loadu_ps(gate + i);
-        __m256 sg = _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(zero, g))));
-        _mm256_storeu_ps(h + i, _mm256_mul_ps(_mm256_mul_ps(g, sg), _mm256_loadu_ps(up + i)));
-    }
-    if (i < hi) {
-        int r = (int)(hi - i);
-        __m256 g = load_part(gate + i, r, 0.0f);
-        __m256 sg = _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(zero, g))));
-        store_part(h + i, _mm256_mul_ps(_mm256_mul_ps(g, sg), load_part(up + i, r, 0.0f)), r);
-    }
-}
+/* ---- SwiGLU backward (the forward is core's mope_swiglu_f32): h = g sig(g) u ---- */
 
 /* d silu(g)/dg = sig(g) (1 + g (1 - sig(g))); dgate may alias dh */
 static inline void swiglu_bwd8(__m256 g, __m256 u, __m256 dh, __m256 *dgate, __m256 *dup) {

@@ -5,9 +5,11 @@
  * reductions over rows (norm weights, embedding rows), (sequence, KV head)
  * groups for attention (the query heads of one group share dK, dV). */
 #include "train/attn.h"
+#include "mope/quant.h"
 
 #include <cblas.h>
 #include <math.h>
+#include <string.h>
 
 void tl_blas_threads(int n) {
     /* OpenBLAS's thread count is process-global and the inference engine
@@ -221,18 +223,16 @@ typedef struct {
     bool vec; /* AVX2 exp (same function for every element, whatever the split) */
 } swiglu_job;
 
+/* The inference engine's kernel (core: the same function for every element
+ * whatever the split, so results do not depend on the thread count's cut
+ * points), applied in place on a copy of the gate. */
 static void swiglu_fwd_job(void *ctx, int ith, int nth) {
     swiglu_job *j = ctx;
     int64_t lo, hi;
     mope_split((int64_t)j->n, ith, nth, &lo, &hi);
-    if (j->vec) {
-        tl_swiglu_fwd_avx2(j->h, j->gate, j->up, (size_t)lo, (size_t)hi);
-        return;
-    }
-    for (int64_t i = lo; i < hi; i++) {
-        float g = j->gate[i];
-        j->h[i] = g / (1.0f + expf(-g)) * j->up[i];
-    }
+    if (hi <= lo) return;
+    memmove(j->h + lo, j->gate + lo, sizeof(float) * (size_t)(hi - lo));
+    mope_swiglu_f32(j->h + lo, j->up + lo, hi - lo);
 }
 
 void tl_swiglu_fwd(mope_pool *p, float *h, const float *gate, const float *up, size_t n) {
