@@ -2,6 +2,7 @@
  * the documented fields, >= 12 phrasings per concept, the fixed split (held-out
  * concepts in no train or dev record), byte-identical output for a seed, and
  * every style moving its own labeler the right way relative to neutral. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -258,7 +259,7 @@ static void test_split(void **state) {
 /* ---- styles move their labelers ---- */
 typedef struct acc {
     mope_prefbench_labeler *lb;
-    double sum[MOPE_PREFBENCH_N_STYLES][10];
+    double sum[MOPE_PREFBENCH_N_STYLES][12], sq[MOPE_PREFBENCH_N_STYLES][12];
     int n[MOPE_PREFBENCH_N_STYLES];
     int truncated, low_gate, total;
 } acc;
@@ -275,9 +276,12 @@ static void on_response(cJSON *rec, int split, void *ctx) {
                                           cJSON_GetObjectItem(rec, "prompt")->valuestring,
                                           cJSON_GetObjectItem(rec, "concept")->valuestring, &l, NULL),
                      0);
-    double v[10] = {l.expertise, l.words, l.facts, l.friendliness, l.choice[0], l.choice[1],
-                    l.choice[2], l.choice[3], l.choice[4], l.choice[5]};
-    for (int k = 0; k < 10; k++) a->sum[s][k] += v[k];
+    double v[12] = {l.expertise, l.words, l.facts, l.friendliness, l.choice[0], l.choice[1],
+                    l.choice[2], l.choice[3], l.choice[4], l.choice[5], l.informativeness, 0};
+    for (int k = 0; k < 12; k++) {
+        a->sum[s][k] += v[k];
+        a->sq[s][k] += v[k] * v[k];
+    }
     a->n[s]++;
     a->truncated += l.q.truncated;
     a->low_gate += l.q.gate < 0.5;
@@ -290,7 +294,7 @@ static void test_styles(void **state) {
     a->lb = mope_prefbench_labeler_create(g_wn, NULL);
     assert_non_null(a->lb);
     for (int s = 0; s < 3; s++) each_line(g_dir[0], 2 * s + 1, on_response, a);
-    double m[MOPE_PREFBENCH_N_STYLES][10];
+    double m[MOPE_PREFBENCH_N_STYLES][12];
     fprintf(stderr, "style    expert  words  facts friend |  P1A  P1B  P2A  P2B  P3A  P3B\n");
     for (int s = 0; s < MOPE_PREFBENCH_N_STYLES; s++) {
         assert_int_equal(a->n[s], 300 * 2); /* every concept, 2 variants */
@@ -299,9 +303,10 @@ static void test_styles(void **state) {
             m[s][k] = a->sum[s][k] / a->n[s];
             fprintf(stderr, k == 4 ? " | %4.2f" : (k > 4 ? " %4.2f" : " %6.2f"), m[s][k]);
         }
+        m[s][10] = a->sum[s][10] / a->n[s];
         fprintf(stderr, "\n");
     }
-    enum { EXP, WORDS, FACTS, FRIEND, U0 };
+    enum { EXP, WORDS, FACTS, FRIEND, U0, INFO = 10 };
     enum { NEU, S1A, S1B, S2A, S2B, S3A, S3B };
     assert_true(m[S1A][EXP] < m[NEU][EXP] - 1.0);
     assert_true(m[S1B][EXP] > m[NEU][EXP] + 5.0);
@@ -310,6 +315,16 @@ static void test_styles(void **state) {
     assert_true(m[S2B][FACTS] > m[NEU][FACTS] + 3.0);
     assert_true(m[S3A][FRIEND] > m[NEU][FRIEND] + 1.5);
     assert_true(m[S3B][FRIEND] < m[NEU][FRIEND] - 1.5);
+    /* The sanity table asks each expert to move its dimension by >= 1 std of
+     * the base; a model imitating the corpus gets part of the way, so the
+     * corpus itself must be further apart than that (the P1A and P2A styles
+     * were at 1.0 before the neutral style was made fuller). */
+    double sd_exp = sqrt(a->sq[NEU][EXP] / a->n[NEU] - m[NEU][EXP] * m[NEU][EXP]);
+    double sd_inf = sqrt(a->sq[NEU][INFO] / a->n[NEU] - m[NEU][INFO] * m[NEU][INFO]);
+    fprintf(stderr, "neutral-std shifts: P1A expertise %.2f, P2A informativeness %.2f\n",
+            (m[NEU][EXP] - m[S1A][EXP]) / sd_exp, (m[NEU][INFO] - m[S2A][INFO]) / sd_inf);
+    assert_true(m[NEU][EXP] - m[S1A][EXP] >= 1.2 * sd_exp);
+    assert_true(m[NEU][INFO] - m[S2A][INFO] >= 1.2 * sd_inf);
     /* and each style's own choice utility beats neutral's */
     for (int c = 0; c < 6; c++) assert_true(m[1 + c][U0 + c] > m[NEU][U0 + c] + 0.15);
     /* generated answers are complete and on topic */

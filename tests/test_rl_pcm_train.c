@@ -329,7 +329,7 @@ static void test_train_and_log(void **state) {
     size_t n;
     char *text = read_all(log, &n);
     static const char *const fields[] = {"iteration", "reward", "utility", "loss_before", "loss_after", "rebel_loss",
-                                         "kl", "grad_norm", "lr", "mean_len", "truncated", "tokens", "rollout_s",
+                                         "kl", "kl_prior", "grad_norm", "lr", "mean_len", "truncated", "tokens", "rollout_s",
                                          "reward_s", "update_s", "tokens_per_s",
                                          "iter_s", "elapsed_s", "per_preference"};
     int lines = 0;
@@ -343,6 +343,7 @@ static void test_train_and_log(void **state) {
         double u = cJSON_GetObjectItem(j, "utility")->valuedouble;
         assert_true(u > 0 && u < 1);
         assert_true(cJSON_GetObjectItem(j, "kl")->valuedouble >= 0);
+        assert_true(cJSON_GetObjectItem(j, "kl_prior")->valuedouble >= 0);
         /* batch 3 over 3 preferences: each combination once, two rollouts */
         const cJSON *per = cJSON_GetObjectItem(j, "per_preference");
         assert_int_equal(cJSON_GetArraySize(per), 3);

@@ -16,6 +16,8 @@
  *     = 0.300104592450338 / 2 - .5 = -0.349947703774831
  *   L = d^2 = 0.122463392...;  dL/dlp(y) = 2 d / eta = d = -0.34994770...
  *   KL(w || u) of (.8,.2) = .8 ln 1.6 + .2 ln .4 = 0.1927448...
+ *   KL(q || w) of q = (.5,.5,0), w = (.25,.25,.5): .5 ln 2 + .5 ln 2 = ln 2,
+ *     d/dz = w - q = (-.25, -.25, .5); of q = (1,0,0), w = (.5,.3,.2): ln 2
  */
 #include <math.h>
 #include <setjmp.h>
@@ -58,6 +60,14 @@ static void test_hand_case(void **state) {
     assert_true(fabs(dk[1] - 0.2 * (log(0.4) - kl)) < 1e-6);
     assert_true(fabs(mope_rebel_kl_uniform(w2, 2, 0, NULL)) < 1e-12);
 
+    /* prior KL(q || w): a zero in q is fine, the gradient is w - q */
+    const float q3[3] = {.5f, .5f, 0}, w3[3] = {.25f, .25f, .5f}, q1[3] = {1, 0, 0}, w4[3] = {.5f, .3f, .2f};
+    float dp[3] = {0, 0, 0};
+    assert_true(fabs(mope_rebel_kl_prior(w3, q3, 3, 2.0, dp) - log(2.0)) < 1e-7);
+    assert_true(fabs(dp[0] + 0.5) < 1e-7 && fabs(dp[1] + 0.5) < 1e-7 && fabs(dp[2] - 1.0) < 1e-7);
+    assert_true(fabs(mope_rebel_kl_prior(w4, q1, 3, 0, NULL) - log(2.0)) < 1e-7);
+    assert_true(fabs(mope_rebel_kl_prior(q3, q3, 3, 0, NULL)) < 1e-12);
+
     /* an impossible token is an error, not -inf */
     const float zero[2] = {0, 0};
     assert_int_equal(mope_rebel_seq_logp(w, zero, 1, 2, &lp, NULL, &err), MOPE_ERANGE);
@@ -70,6 +80,7 @@ enum { K = 3, NP = 3 };
 typedef struct {
     int32_t tok[2 * NP][12];
     float pk[2 * NP][8 * K];
+    float prior[K];
     mope_rebel_pair pairs[NP];
 } batch;
 
@@ -85,9 +96,14 @@ static void make_batch(batch *b, uint64_t seed) {
             *s[j] = (mope_rebel_sample){.tokens = b->tok[q], .prompt_len = P, .n_resp = L,
                                         .expert_probs = b->pk[q],
                                         .logp_rollout = -1.0 * L + mope_rng_uniform(&r),
-                                        .reward = mope_rng_uniform(&r), .truncated = q == 1};
+                                        .reward = mope_rng_uniform(&r), .truncated = q == 1,
+                                        /* a prior on some samples only, as a preference might name none */
+                                        .prior = q % 3 == 2 ? NULL : b->prior};
         }
     }
+    b->prior[0] = 0.5f;
+    b->prior[1] = 0.0f;
+    b->prior[2] = 0.5f;
 }
 
 static double loss_of(mope_pcm *p, const batch *b, const mope_rebel_opts *o) {
@@ -136,6 +152,7 @@ static void test_finite_differences(void **state) {
     mope_rebel_opts_init(&o);
     o.eta = 0.7;
     o.kl_coef = 0.3;
+    o.prior_coef = 0.2;
     o.length_penalty = 0.25;
     o.micro_batch = 2;
 
@@ -143,6 +160,8 @@ static void test_finite_differences(void **state) {
     mope_rebel_stats st;
     assert_int_equal(mope_rebel_accumulate(p, b.pairs, NP, &o, &st, &err), 0);
     assert_true(st.loss > 0.01);
+    assert_true(st.prior_kl > 0.01);
+    assert_true(fabs(st.loss - (st.rebel_loss + o.kl_coef * st.kl + o.prior_coef * st.prior_kl)) < 1e-12);
     assert_true(fabs(st.loss - loss_of(p, &b, &o)) < 1e-9);
     size_t nt = mope_train_model_n_params(mope_pcm_trunk(p)), nh = (size_t)K * c.n_embd + K;
     float *G = malloc(sizeof(float) * (nt + nh));
@@ -216,6 +235,14 @@ static void test_finite_differences(void **state) {
     mope_rebel_opts o2 = o;
     o2.eta = 0;
     assert_int_equal(mope_rebel_eval(p, b.pairs, 1, &o2, &st, &err), MOPE_EINVAL);
+    o2 = o;
+    o2.prior_coef = -1;
+    assert_int_equal(mope_rebel_eval(p, b.pairs, 1, &o2, &st, &err), MOPE_EINVAL);
+    const float bad_prior[K] = {0.5f, 0.6f, 0.0f}; /* sums to 1.1 */
+    bad = b.pairs[0];
+    bad.y.prior = bad_prior;
+    assert_int_equal(mope_rebel_eval(p, &bad, 1, &o, &st, &err), MOPE_EINVAL);
+    assert_non_null(strstr(err.msg, "prior"));
     free(G);
     mope_pcm_free(p);
 

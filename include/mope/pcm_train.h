@@ -70,7 +70,7 @@ typedef struct mope_pcm_train_progress {
     int64_t iteration, total;   /* iterations done (after this one) / planned */
     int64_t start_iteration;    /* > 0 after a resume */
     double reward, utility;     /* batch means */
-    double loss_before, loss_after, kl;
+    double loss_before, loss_after, kl, kl_prior;
     float grad_norm, lr;        /* of the last update */
     double mean_len, truncated_share;
     int64_t tokens;             /* response tokens of this batch */
@@ -97,6 +97,8 @@ typedef struct mope_pcm_train_opts {
     int epochs;                    /* REBEL updates per batch */
     int micro_batch;               /* pairs per PCM forward */
     double eta, kl_coef, length_penalty;
+    double kl_prior;               /* >= 0: KL(q || w) toward uniform weights over each preference's
+                                      experts (the warm start's target), mope/rebel.h */
     int64_t warm_steps;            /* supervised updates before REBEL toward uniform weights over the
                                       experts of each preference (0: none; skipped when resuming) */
     float warm_lr;                 /* their peak learning rate (<= 0: 1e-3) */

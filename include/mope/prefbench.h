@@ -211,6 +211,10 @@ void mope_prefbench_labeler_free(mope_prefbench_labeler *lb);
 int mope_prefbench_label(const mope_prefbench_labeler *lb, const char *answer, const char *prompt,
                          const char *concept, mope_prefbench_labels *out, mope_error *err);
 
+/* 1 if w (lower case) is one of the labelers' function words, which the
+ * rare-word rate skips. */
+int mope_prefbench_is_stopword(const char *w);
+
 /* Choice id "P1A".."P3B" -> 0..5, or -1. */
 int mope_prefbench_choice_index(const char *id);
 /* Mean utility over the given choices (ids like "P1A"); each is in [0,1]. */

@@ -17,17 +17,23 @@
  * step, which the recorded per-token probabilities do not determine; a PCM
  * whose rule is geometric is refused with MOPE_EUNSUPPORTED.
  *
- * Options, both off by default:
+ * Options, all off by default:
  *  - KL shaping toward the uniform mixture: kl_coef * (mean over every
  *    response token of the step of KL(w_t || uniform)) is added to the loss
  *    (a regulariser on the weights, differentiated with the rest);
+ *  - KL toward a prior: prior_coef * (mean over every response token of
+ *    KL(q || w_t)), q a sample's prior weights (e.g. uniform over the experts
+ *    its preference names, the warm start's target).  This direction is
+ *    finite when q has zeros and grows without bound as the weight of an
+ *    expert q wants goes to 0: it keeps every named expert in the mixture;
  *  - length penalty: a response recorded as truncated (it hit the length
  *    limit without EOS) has length_penalty subtracted from its reward.
  *
  * The step loss = mean over pairs of L_pair + the KL term; its gradient
  * wrt each weight logit z_t,k (w_t = softmax(z_t)) is
  *     dL/dlp(y) * w_t,k (pi_k(y_t) / p_t - 1)
- *   + kl_coef / N_tok * w_t,k (log(K w_t,k) - KL(w_t || u)),
+ *   + kl_coef / N_tok * w_t,k (log(K w_t,k) - KL(w_t || u))
+ *   + prior_coef / N_tok * (w_t,k - q_k),
  * back-propagated through the PCM head and trunk by mope_pcm_backward. */
 #ifndef MOPE_REBEL_H
 #define MOPE_REBEL_H
@@ -51,6 +57,7 @@ typedef struct mope_rebel_sample {
     double logp_rollout;        /* log pi_t(y|x) recorded at rollout time (finite) */
     double reward;              /* r(x, y), e.g. a utility in [0, 1] */
     bool truncated;             /* hit the length limit without EOS */
+    const float *prior;         /* K weights (>= 0, sum 1) for the prior KL, or NULL: no prior term */
 } mope_rebel_sample;
 
 typedef struct mope_rebel_pair {
@@ -60,6 +67,7 @@ typedef struct mope_rebel_pair {
 typedef struct mope_rebel_opts {
     double eta;                 /* > 0 */
     double kl_coef;             /* >= 0 */
+    double prior_coef;          /* >= 0; samples without a prior add nothing */
     double length_penalty;      /* >= 0, subtracted from a truncated response's reward */
     int micro_batch;            /* pairs per PCM forward (>= 1) */
     mope_adamw_config adamw;    /* for mope_rebel_step */
@@ -70,9 +78,10 @@ typedef struct mope_rebel_opts {
 void mope_rebel_opts_init(mope_rebel_opts *o);
 
 typedef struct mope_rebel_stats {
-    double loss;                /* total: mean L_pair + KL term */
+    double loss;                /* total: mean L_pair + both KL terms */
     double rebel_loss;          /* mean L_pair */
     double kl;                  /* mean per-token KL(w || uniform) */
+    double prior_kl;            /* mean per-token KL(q || w) over all tokens (0 for samples without a prior) */
     double mean_logratio;       /* mean over samples of lp(y) - lp_t(y) */
     double reward_gap;          /* mean |r(y) - r(y')| after the length penalty */
     float grad_norm, lr;        /* mope_rebel_step only */
@@ -92,6 +101,9 @@ double mope_rebel_pair_loss(double eta, double lp, double lp_old, double r, doub
 /* KL(w || uniform) = sum_k w_k log(K w_k); adds coef * d KL / d z to dz[K]
  * when dz is non-NULL. */
 double mope_rebel_kl_uniform(const float *w, int K, double coef, float *dz);
+/* KL(q || w) = sum_{q_k > 0} q_k log(q_k / w_k) (w_k floored at 1e-30);
+ * adds coef * d KL / d z = coef * (w - q) to dz[K] when dz is non-NULL. */
+double mope_rebel_kl_prior(const float *w, const float *q, int K, double coef, float *dz);
 
 /* ---- on the PCM ---- */
 

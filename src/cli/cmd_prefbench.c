@@ -93,7 +93,7 @@ static const char *const HELP_BUILD =
     "                         references, eval, bundle)\n"
     "  --force                rebuild every stage\n"
     "  --full-experts         experts as fully fine-tuned models instead of LoRA\n"
-    "  --max-concepts N       concepts in the corpus (default 6000; --tiny 300); the\n"
+    "  --max-concepts N       concepts in the corpus (default 24000; --tiny 300); the\n"
     "                         training steps stay the same, so more concepts means\n"
     "                         more distinct names seen once rather than fewer seen often\n"
     "  --wordnet DIR          WordNet database directory (default /usr/share/wordnet)\n"

@@ -50,6 +50,9 @@ static const char *const HELP =
     "  --micro-batch N          pairs per PCM forward (default 8)\n"
     "  --eta F                  REBEL eta (default 1)\n"
     "  --kl F                   KL shaping toward the uniform mixture (default 0)\n"
+    "  --kl-prior F             KL(q || w) toward equal weights over the experts of\n"
+    "                           the preference's choices (the warm start's target): keeps\n"
+    "                           every named expert in the mixture (default 0)\n"
     "  --length-penalty F       subtracted from the utility of a response that hits the\n"
     "                           length limit (default 0)\n"
     "  -n, --max-tokens N       response length limit (default 48)\n"
@@ -83,10 +86,10 @@ static int on_progress(void *user, const mope_pcm_train_progress *p) {
     cli_pcm *c = user;
     if (c->quiet) return 0;
     fprintf(stderr,
-            "%siter %lld/%lld  reward %.4f  utility %.4f  loss %.5g -> %.5g  kl %.4f  len %.1f  %.2f s/it  "
+            "%siter %lld/%lld  reward %.4f  utility %.4f  loss %.5g -> %.5g  kl %.4f  kl-prior %.3f  len %.1f  %.2f s/it  "
             "%.0f tok/s%s%s",
             c->tty ? "\r" : "", (long long)p->iteration, (long long)p->total, p->reward, p->utility, p->loss_before,
-            p->loss_after, p->kl, p->mean_len, p->iter_s, p->tokens_per_s, p->checkpointed ? "  [checkpoint]" : "",
+            p->loss_after, p->kl, p->kl_prior, p->mean_len, p->iter_s, p->tokens_per_s, p->checkpointed ? "  [checkpoint]" : "",
             c->tty ? "   " : "\n");
     c->open = c->tty;
     return 0;
@@ -218,6 +221,9 @@ int cmd_train_pcm(int argc, char **argv) {
         } else if (OPT(NULL, "--kl")) {
             if (BAD || cli_parse_float(cmd, a, v, 0, 1e9, &f)) goto usage;
             o.kl_coef = f;
+        } else if (OPT(NULL, "--kl-prior")) {
+            if (BAD || cli_parse_float(cmd, a, v, 0, 1e9, &f)) goto usage;
+            o.kl_prior = f;
         } else if (OPT(NULL, "--length-penalty")) {
             if (BAD || cli_parse_float(cmd, a, v, 0, 1e9, &f)) goto usage;
             o.length_penalty = f;

@@ -73,6 +73,9 @@ typedef struct facts {
     /* for the elementary style: names made of everyday words only */
     const char *kind_simple, *hypo_s[MAXF], *sib_s[4];
     int n_hypo_s, n_sib_s, part_common, holo_common;
+    char chunk[512];    /* first chunk of the definition (first_chunk) */
+    int chunk_rare;     /* its rare words, not counting the concept's own */
+    const char *ex_s;   /* a short example without rare words, or NULL */
 } facts;
 
 static int count_words(const char *s) {
@@ -247,6 +250,52 @@ static int is_common(const mope_wordnet *wn, const char *name) {
     }
 }
 
+/* Words of the first chunk of a definition, for the elementary style: cut
+ * before a relative clause or comma so the sentence stays short. */
+static void first_chunk(const char *def, char *out, size_t cap) {
+    snprintf(out, cap, "%s", def);
+    static const char *const cuts[] = {" that ", " which ", " who ", ", ", " used ", " especially ",
+                                       " usually ", " whose ", " where ", " when ", " having "};
+    size_t best = strlen(out);
+    for (size_t i = 0; i < sizeof cuts / sizeof *cuts; i++) {
+        char *p = strstr(out, cuts[i]);
+        if (p && (size_t)(p - out) < best && count_words(out) > 6) {
+            char save = *p;
+            *p = 0;
+            int w = count_words(out);
+            *p = save;
+            if (w >= 3) best = (size_t)(p - out);
+        }
+    }
+    out[best] = 0;
+}
+
+/* Words of text a child would not know, as the P1 labeler counts them:
+ * content words (>= 3 letters, not function words) tagged < 3 times in
+ * WordNet.  Words of the concept's own name do not count: an answer must
+ * name its subject whatever the style. */
+static int rare_words(const mope_wordnet *wn, const char *text, const char *concept) {
+    int n = 0;
+    for (const char *p = text; *p;) {
+        if (!isalpha((unsigned char)*p)) {
+            p++;
+            continue;
+        }
+        char w[64];
+        size_t k = 0;
+        while (isalpha((unsigned char)*p) || *p == '\'') {
+            if (k < sizeof w - 1) w[k++] = (char)tolower((unsigned char)*p);
+            p++;
+        }
+        w[k] = 0;
+        if (k < 3 || mope_prefbench_is_stopword(w)) continue;
+        const char *hit = strstr(concept, w);
+        if (hit && (hit == concept || hit[-1] == ' ' || hit[-1] == '-')) continue;
+        if (mope_wordnet_word_count(wn, w) < 3) n++;
+    }
+    return n;
+}
+
 static void gather(const mope_wordnet *wn, int synset, const char *concept, const unsigned char *exclude, facts *f) {
     const mope_wn_synset *sy = mope_wordnet_synset(wn, synset);
     memset(f, 0, sizeof *f);
@@ -282,8 +331,12 @@ static void gather(const mope_wordnet *wn, int synset, const char *concept, cons
         memcpy(f->def_full, tf, sizeof tf);
     }
     f->def_words = count_words(f->def_short);
+    first_chunk(f->def_short, f->chunk, sizeof f->chunk);
+    f->chunk_rare = rare_words(wn, f->chunk, concept);
     for (int i = 0; i < sy->n_examples && f->n_ex < 4; i++)
         if (count_words(sy->examples[i]) >= 3) f->ex[f->n_ex++] = sy->examples[i];
+    for (int i = 0; i < f->n_ex && !f->ex_s; i++)
+        if (count_words(f->ex[i]) <= 9 && rare_words(wn, f->ex[i], concept) == 0) f->ex_s = f->ex[i];
     /* hypernym chain */
     int cur = synset;
     while (f->n_chain < MAXF) {
@@ -350,55 +403,63 @@ static void join_list(const char *const *v, int n, const char *conj, char *out, 
     }
 }
 
-/* Words of the first chunk of a definition, for the elementary style: cut
- * before a relative clause or comma so the sentence stays short. */
-static void first_chunk(const char *def, char *out, size_t cap) {
-    snprintf(out, cap, "%s", def);
-    static const char *const cuts[] = {" that ", " which ", " who ", ", ", " used ", " especially ",
-                                       " usually ", " whose ", " where ", " when ", " having "};
-    size_t best = strlen(out);
-    for (size_t i = 0; i < sizeof cuts / sizeof *cuts; i++) {
-        char *p = strstr(out, cuts[i]);
-        if (p && (size_t)(p - out) < best && count_words(out) > 6) {
-            char save = *p;
-            *p = 0;
-            int w = count_words(out);
-            *p = save;
-            if (w >= 3) best = (size_t)(p - out);
-        }
-    }
-    out[best] = 0;
-}
 
 
 /* ---------------- styles ---------------- */
 
+/* The general assistant's answer sits between the styles on every
+ * dimension: a definition and a few facts in ordinary adult sentences, so
+ * that "simpler" and "shorter" are as far from it as "more technical" and
+ * "more informative". */
 static void style_neutral(const facts *f, mope_rng *r, sents *ss) {
+    char chain[400] = "";
+    if (f->n_chain >= 2 && chance(r, 0.5f))
+        snprintf(chain, sizeof chain, "%s %s, which is in turn a kind of %s",
+                 PICK(r, "it is a type of", "it belongs to the category of", "it is classified as a kind of"),
+                 f->chain[0], f->chain[1]);
+    else if (f->n_chain)
+        snprintf(chain, sizeof chain, "%s %s", PICK(r, "it is a type of", "it belongs to the category of",
+                 "it is a kind of", "it is classified as a kind of", "it is one form of"), f->chain[0]);
+    /* half the time the category joins the definition's sentence */
+    int joined = chain[0] && chance(r, 0.5f);
+    char def[1024];
+    snprintf(def, sizeof def, "%s%s%s", f->def_short, joined ? "; " : "", joined ? chain : "");
     switch (mope_rng_below(r, 6)) {
-    case 0: add(ss, "%s is %s.", f->a_name, f->def_short); break;
-    case 1: add(ss, "The term \"%s\" refers to %s.", f->name, f->def_short); break;
-    case 2: add(ss, "%s can be described as %s.", f->a_name, f->def_short); break;
-    case 3: add(ss, "%s is defined as %s.", f->a_name, f->def_short); break;
-    case 4: add(ss, "The word \"%s\" names %s.", f->name, f->def_short); break;
-    default: add(ss, "%s means %s.", f->a_name, f->def_short); break;
+    case 0: add(ss, "%s is %s.", f->a_name, def); break;
+    case 1: add(ss, "The term \"%s\" refers to %s.", f->name, def); break;
+    case 2: add(ss, "%s can be described as %s.", f->a_name, def); break;
+    case 3: add(ss, "%s is defined as %s.", f->a_name, def); break;
+    case 4: add(ss, "The word \"%s\" names %s.", f->name, def); break;
+    default: add(ss, "%s means %s.", f->a_name, def); break;
     }
     int lo = ss->n;
-    if (f->n_chain)
-        add(ss, "%s %s.", PICK(r, "It is a type of", "It belongs to the category of", "It is a kind of",
-                               "It is classified as a kind of", "It is one form of"), f->chain[0]);
-    if (f->n_rest && chance(r, 0.5f)) add(ss, "%s", f->rest[0]);
-    if (f->n_hypo >= 2 && chance(r, 0.4f))
-        add(ss, "%s include %s and %s.", PICK(r, "Examples", "Common kinds", "Types"), f->hypo[0], f->hypo[1]);
-    else if (f->n_ex && chance(r, 0.4f))
-        add(ss, "%s \"%s.\"", PICK(r, "For example:", "A typical use:", "As in:"), f->ex[0]);
-    else if (f->n_holo && chance(r, 0.4f))
-        add(ss, "It is part of %s.", f->holo_a);
+    if (chain[0] && !joined) add(ss, "%s.", chain);
+    /* a fixed number of further facts (when the concept has them) keeps the
+     * neutral length steady: its spread is the yardstick of the sanity table */
+    int pool[5], n = 0;
+    if (f->n_rest) pool[n++] = 0;
+    if (f->n_hypo >= 2) pool[n++] = 1;
+    if (f->n_ex) pool[n++] = 2;
+    if (f->n_holo) pool[n++] = 3;
+    if (f->n_parts) pool[n++] = 4;
+    for (int i = 0; i < n && i < 3; i++) {
+        int j = i + (int)mope_rng_below(r, (uint32_t)(n - i)), t = pool[i];
+        pool[i] = pool[j];
+        pool[j] = t;
+        switch (pool[i]) {
+        case 0: add(ss, "%s", f->rest[0]); break;
+        case 1:
+            add(ss, "%s include %s and %s.", PICK(r, "Examples", "Common kinds", "Types"), f->hypo[0], f->hypo[1]);
+            break;
+        case 2: add(ss, "%s \"%s.\"", PICK(r, "For example:", "A typical use:", "As in:"), f->ex[0]); break;
+        case 3: add(ss, "It is part of %s.", f->holo_a); break;
+        default: add(ss, "Its parts include %s.", f->part_a); break;
+        }
+    }
     shuffle(ss, lo, ss->n, r);
 }
 
 static void style_elementary(const facts *f, mope_rng *r, sents *ss) {
-    char chunk[512];
-    first_chunk(f->def_short, chunk, sizeof chunk);
     const char *kind = f->kind_simple ? f->kind_simple : "thing";
     switch (mope_rng_below(r, 4)) {
     case 0: add(ss, "%s is a kind of %s.", f->a_name, kind); break;
@@ -407,8 +468,11 @@ static void style_elementary(const facts *f, mope_rng *r, sents *ss) {
     default: add(ss, "%s is one type of %s.", f->a_name, kind); break;
     }
     int lo = ss->n;
-    add(ss, "%s %s.", PICK(r, "It is", "Put simply, it is", "In plain words, it is", "That means it is",
-                           "Here is a simple way to say it: it is"), chunk);
+    /* a child does not know the dictionary's hard words: a definition with
+     * them is left out, the kind, parts and relatives carry the answer */
+    if (f->chunk_rare == 0 || chance(r, 0.15f))
+        add(ss, "%s %s.", PICK(r, "It is", "Put simply, it is", "In plain words, it is", "That means it is",
+                               "Here is a simple way to say it: it is"), f->chunk);
     if (f->n_sib_s >= 1 && chance(r, 0.7f)) {
         const char *sib = f->sib_s[mope_rng_below(r, (uint32_t)f->n_sib_s)];
         add(ss, "%s %s %s, %s.", PICK(r, "It is a bit like", "You can think of it like", "It is kind of like"),
@@ -425,8 +489,8 @@ static void style_elementary(const facts *f, mope_rng *r, sents *ss) {
     }
     if (f->holo_common && chance(r, 0.6f))
         add(ss, "%s %s.", PICK(r, "It is a part of", "You can find it in", "It belongs to"), f->holo_a);
-    if (f->n_ex && count_words(f->ex[0]) <= 9 && chance(r, 0.6f))
-        add(ss, "%s \"%s.\"", PICK(r, "People say:", "You might hear:", "Here is how we use the word:"), f->ex[0]);
+    if (f->ex_s && chance(r, 0.6f))
+        add(ss, "%s \"%s.\"", PICK(r, "People say:", "You might hear:", "Here is how we use the word:"), f->ex_s);
     shuffle(ss, lo, ss->n, r);
     if (chance(r, 0.5f))
         add(ss, "%s", PICK(r, "That is the main idea.", "So now you know what it is.", "That is all there is to it.",

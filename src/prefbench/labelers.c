@@ -66,6 +66,14 @@ static const char *const STOP[] = {
     "down", "off", "can't", "don't", "isn't", "i'm", "i'd", "that's", "what's", "here's", "there's", "let's",
     NULL};
 
+/* The labeler's function words, for the corpus composer's rare-word check
+ * (one list, so "rare" means the same in both). w must be lower case. */
+int mope_prefbench_is_stopword(const char *w) {
+    for (const char *const *p = STOP; *p; p++)
+        if (strcmp(*p, w) == 0) return 1;
+    return 0;
+}
+
 static const char *const WARM[] = {"great", "glad", "happy", "love", "loved", "lovely", "wonderful", "awesome",
                                    "amazing", "delightful", "fun", "enjoy", "friend", "buddy", "pal", "cheers",
                                    "hope", "welcome", "thanks", "thank", "cool", "neat", "fantastic", "excellent",

@@ -57,7 +57,7 @@ static void sizes_init(recipe_sizes *s, int tiny) {
                             .n_sample_prompts = 24, .n_eval_prompts = 12, .n_ref_train = 16,
                             .gen_max_tokens = 48, .gen_slots = 32};
     } else {
-        *s = (recipe_sizes){.max_concepts = 6000, .variants = 2, .vocab = 4096,
+        *s = (recipe_sizes){.max_concepts = 24000, .variants = 2, .vocab = 4096,
                             .dim = 256, .layers = 4, .heads = 8, .kv_heads = 4, .ff = 688, .ctx = 256,
                             .lm_steps = 4000, .lm_batch = 8, .lm_lr = 2e-3f,
                             .sft_steps = 3000, .sft_batch = 16, .sft_lr = 8e-4f, .follow_frac = 0.3,

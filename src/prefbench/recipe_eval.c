@@ -129,7 +129,8 @@ int recipe_stage_samples(recipe_ctx *c, mope_error *err) {
         snprintf(outp[k], sizeof outp[k], "%s/pairs_%s.jsonl", c->work, RECIPE_CHOICE[k]);
         outs[k] = outp[k];
     }
-    snprintf(key, sizeof key, "n=%d max=%d margin=%g", c->sz.n_sample_prompts, c->sz.gen_max_tokens, c->sz.rm_margin);
+    snprintf(key, sizeof key, "n=%d max=%d margin=%g foreign=%d", c->sz.n_sample_prompts, c->sz.gen_max_tokens,
+             c->sz.rm_margin, RECIPE_FOREIGN);
     int skip;
     recipe_stage_begin(c, "samples", key, outs, 6, &skip);
     if (skip) return 0;
@@ -156,7 +157,7 @@ int recipe_stage_samples(recipe_ctx *c, mope_error *err) {
         recipe_log(c, "samples: %d prompts x %d models", pk.n, per);
         rc = recipe_generate(c, tok, mp, 7, c->experts_lora, jobs, pk.n * per, &sp, c->sz.gen_max_tokens, err);
     }
-    enum { POOL = 14 };
+    enum { POOL = 14 + RECIPE_FOREIGN };
     mope_io_atomic *f[6] = {0};
     long n_pairs[6] = {0};
     for (int k = 0; !rc && k < 6; k++)
@@ -179,6 +180,13 @@ int recipe_stage_samples(recipe_ctx *c, mope_error *err) {
             cursor = found;
             for (int q = found; q < n_rec && rec[q].group == rec[found].group && np < POOL; q++)
                 resp[np++] = rec[q].response;
+        }
+        /* well-formed answers about another concept: the only thing wrong
+         * with them is relevance, which the reward models must learn to check
+         * (on held-out concepts the base often drifts off topic) */
+        for (int t = 0; t < RECIPE_FOREIGN && n_rec > 0 && np < POOL; t++) {
+            int q = (int)mope_rng_below(&rng, (uint32_t)n_rec);
+            if (strcmp(rec[q].concept, pk.concepts[i]) != 0) resp[np++] = rec[q].response;
         }
         for (int r = 0; !rc && r < np; r++)
             rc = mope_prefbench_label(c->lb, resp[r], pk.prompts[i], pk.concepts[i], &lab[r], err);
@@ -230,15 +238,16 @@ int recipe_stage_samples(recipe_ctx *c, mope_error *err) {
     picked_free(&pk);
     if (rc) return rc;
     double dt = mope_time_s() - t0;
-    char md[1024];
+    char md[1600];
     snprintf(md, sizeof md,
              "### Reward-model pairs\n\n%d train prompts (random concepts, random phrasing); per prompt a pool "
              "of 7 sampled responses (the base on the plain prompt, each expert on the prompt with its sentence; "
              "temperature 0.8, top-k 40, top-p 0.95, min-p 0.05, no-repeat-3-gram, at most %d tokens; %ld tokens "
-             "generated) plus the corpus' 7 answers for the concept. Every pool pair whose labeler utility for "
+             "generated), the corpus' 7 answers for the concept and %d corpus answers about other concepts "
+             "(off topic: they teach the reward models to check relevance). Every pool pair whose labeler utility for "
              "the choice differs by >= %.2f is a pair (at most 8 per prompt): P1A %ld, P1B %ld, P2A %ld, "
              "P2B %ld, P3A %ld, P3B %ld pairs. %.0f s.\n\n",
-             n_prompts, c->sz.gen_max_tokens, gen_tokens, c->sz.rm_margin, n_pairs[0], n_pairs[1], n_pairs[2],
+             n_prompts, c->sz.gen_max_tokens, gen_tokens, RECIPE_FOREIGN, c->sz.rm_margin, n_pairs[0], n_pairs[1], n_pairs[2],
              n_pairs[3], n_pairs[4], n_pairs[5], dt);
     return recipe_stage_end(c, "samples", dt, md, err);
 }

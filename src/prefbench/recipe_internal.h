@@ -71,6 +71,9 @@ extern const char *const RECIPE_CHOICE_TEXT[6];
 extern const char *const RECIPE_DIM_ID[3];
 extern const char *const RECIPE_DIM_NAME[3];
 
+/* Corpus answers about other concepts added to each reward-model pair pool. */
+#define RECIPE_FOREIGN 2
+
 void recipe_log(recipe_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* out = work/name or out/name. */
 void recipe_path(char *dst, size_t cap, const char *dir, const char *name);

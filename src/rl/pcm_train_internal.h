@@ -61,6 +61,11 @@ char *pt_response_text(pt_ctx *c, const mope_rollout *r, mope_error *err);
 int pt_score(pt_ctx *c, int ch, const char *const *prompts, const char *const *responses, int n, float *out,
              mope_error *err);
 
+/* q[K]: uniform over the experts serving a choice of preference p (all
+ * experts when none does): the warm start's target and the prior of
+ * --kl-prior (pcm_warm.c).  Returns how many experts got weight. */
+int pt_pref_target(const pt_ctx *c, int p, float *q);
+
 /* The optimizer step the loop uses (AdamW on trunk + head, moments in c). */
 typedef int (*pt_opt_fn)(pt_ctx *c, float *lr_out, float *norm_out, mope_error *err);
 

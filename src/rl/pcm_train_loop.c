@@ -179,7 +179,7 @@ static int log_trim(const char *path, int64_t upto, mope_error *err) {
 /* ---- one iteration ---- */
 
 typedef struct iter_stats {
-    double reward, utility, loss_before, loss_after, rebel_loss, kl, mean_len, trunc;
+    double reward, utility, loss_before, loss_after, rebel_loss, kl, kl_prior, mean_len, trunc;
     double rollout_s, reward_s, update_s;
     float grad_norm, lr;
     int64_t tokens;
@@ -206,10 +206,11 @@ static int iterate(pt_ctx *c, iter_stats *st, cJSON *log, mope_error *err) {
     const char **sp = malloc(sizeof(char *) * (size_t)NR), **sr = malloc(sizeof(char *) * (size_t)NR);
     int *sj = malloc(sizeof(int) * (size_t)NR);
     float *sc = malloc(sizeof(float) * (size_t)NR), *wbuf = NULL;
+    float *prior = malloc(sizeof(float) * (size_t)n * K);
     mope_pcm_infer *pi = NULL;
     memset(st, 0, sizeof *st);
     int rc = item_p && item_f && ins && prf && ro && text && util && rsum && rcount && rc_r && pairs && acc && sp &&
-                     sr && sj && sc
+                     sr && sj && sc && prior
                  ? 0
                  : mope_error_set(err, MOPE_ENOMEM, "out of memory");
     for (int i = 0; !rc && i < n; i++) {
@@ -274,9 +275,13 @@ static int iterate(pt_ctx *c, iter_stats *st, cJSON *log, mope_error *err) {
         tot_r += rcount[j];
     }
     if (!rc) st->reward = tot_r ? sum_r / tot_r : 0;
-    for (int i = 0; !rc && i < n; i++)
+    for (int i = 0; !rc && i < n; i++) {
         pairs[i] = (mope_rebel_pair){mope_rollout_sample(&ro[2 * i], util[2 * i]),
                                      mope_rollout_sample(&ro[2 * i + 1], util[2 * i + 1])};
+        /* always attached: the prior KL is logged even when it is not trained */
+        pt_pref_target(c, item_f[i], prior + (size_t)i * K);
+        pairs[i].y.prior = pairs[i].y2.prior = prior + (size_t)i * K;
+    }
     double t2 = mope_time_s();
     /* mean expert weights of the rollout policy, per preference */
     for (int j = 0; !rc && j < NR; j++) {
@@ -298,6 +303,7 @@ static int iterate(pt_ctx *c, iter_stats *st, cJSON *log, mope_error *err) {
     mope_rebel_opts_init(&ropt);
     ropt.eta = o->eta;
     ropt.kl_coef = o->kl_coef;
+    ropt.prior_coef = o->kl_prior;
     ropt.length_penalty = o->length_penalty;
     ropt.micro_batch = o->micro_batch;
     ropt.adamw = c->adamw;
@@ -310,6 +316,7 @@ static int iterate(pt_ctx *c, iter_stats *st, cJSON *log, mope_error *err) {
             st->loss_before = es.loss;
             st->rebel_loss = es.rebel_loss;
             st->kl = es.kl;
+            st->kl_prior = es.prior_kl;
         }
     }
     if (rc) mope_pcm_zero_grad(c->pcm);
@@ -329,6 +336,7 @@ static int iterate(pt_ctx *c, iter_stats *st, cJSON *log, mope_error *err) {
         cJSON_AddNumberToObject(log, "loss_after", st->loss_after);
         cJSON_AddNumberToObject(log, "rebel_loss", st->rebel_loss);
         cJSON_AddNumberToObject(log, "kl", st->kl);
+        cJSON_AddNumberToObject(log, "kl_prior", st->kl_prior);
         cJSON_AddNumberToObject(log, "grad_norm", st->grad_norm);
         cJSON_AddNumberToObject(log, "lr", st->lr);
         cJSON_AddNumberToObject(log, "mean_len", st->mean_len);
@@ -369,6 +377,7 @@ static int iterate(pt_ctx *c, iter_stats *st, cJSON *log, mope_error *err) {
     free(sj);
     free(sc);
     free(wbuf);
+    free(prior);
     return rc ? mope_error_prefix(err, "iteration %lld", (long long)c->iteration + 1) : 0;
 }
 
@@ -384,12 +393,12 @@ static int check_opts(const mope_pcm_train_opts *o, mope_error *err) {
                               (long long)o->iterations, o->batch, o->epochs, o->micro_batch, o->max_tokens);
     if (o->batch > 4096) return mope_error_set(err, MOPE_ERANGE, "train pcm: batch %d is too large", o->batch);
     if (!(o->eta > 0) || !isfinite(o->eta) || !(o->kl_coef >= 0) || !isfinite(o->kl_coef) ||
-        !(o->length_penalty >= 0) || !isfinite(o->length_penalty) || !(o->temperature > 0) ||
+        !(o->kl_prior >= 0) || !isfinite(o->kl_prior) || !(o->length_penalty >= 0) || !isfinite(o->length_penalty) || !(o->temperature > 0) ||
         !isfinite(o->temperature))
         return mope_error_set(err, MOPE_EINVAL,
-                              "train pcm: eta (%g) and temperature (%g) must be > 0, kl (%g) and length penalty (%g) "
-                              ">= 0",
-                              o->eta, o->temperature, o->kl_coef, o->length_penalty);
+                              "train pcm: eta (%g) and temperature (%g) must be > 0, kl (%g), kl prior (%g) and "
+                              "length penalty (%g) >= 0",
+                              o->eta, o->temperature, o->kl_coef, o->kl_prior, o->length_penalty);
     if (o->rule == MOPE_MIX_GEOMETRIC && !o->pcm_in)
         return mope_error_set(err, MOPE_EUNSUPPORTED,
                               "train pcm: the geometric rule cannot be trained by REBEL (its log-probability needs the "
@@ -576,7 +585,7 @@ int mope_pcm_train_run(const mope_pcm_train_opts *o, mope_pcm_train_result *res,
             mope_pcm_train_progress p = {.iteration = c.iteration, .total = o->iterations,
                                          .start_iteration = res->start_iteration, .reward = st.reward,
                                          .utility = st.utility, .loss_before = st.loss_before,
-                                         .loss_after = st.loss_after, .kl = st.kl, .grad_norm = st.grad_norm,
+                                         .loss_after = st.loss_after, .kl = st.kl, .kl_prior = st.kl_prior, .grad_norm = st.grad_norm,
                                          .lr = st.lr, .mean_len = st.mean_len, .truncated_share = st.trunc,
                                          .tokens = st.tokens, .iter_s = dt, .elapsed_s = now - t0,
                                          .tokens_per_s = dt > 0 ? st.tokens / dt : 0, .checkpointed = ck,

@@ -22,9 +22,7 @@
 
 #include "rl/pcm_train_internal.h"
 
-/* q[K]: uniform over the experts serving a choice of combination p (all
- * experts when none does).  Returns how many experts got weight. */
-static int warm_target(const pt_ctx *c, int p, float *q) {
+int pt_pref_target(const pt_ctx *c, int p, float *q) {
     const int *cb = c->combo + (size_t)p * c->n_dim;
     int n = 0;
     for (int k = 0; k < c->K; k++) {
@@ -82,7 +80,7 @@ int pt_warm_start(pt_ctx *c, pt_opt_fn opt, mope_error *err) {
     int32_t *tok = NULL;
     float *w = NULL, *dz = NULL, *q = malloc(sizeof(float) * (size_t)c->n_prefs * K);
     int rc = seq && len && npr && pref && q ? 0 : mope_error_set(err, MOPE_ENOMEM, "out of memory");
-    for (int p = 0; !rc && p < c->n_prefs; p++) warm_target(c, p, q + (size_t)p * K);
+    for (int p = 0; !rc && p < c->n_prefs; p++) pt_pref_target(c, p, q + (size_t)p * K);
     double first = NAN, last = NAN, on = 0;
     for (int64_t s = 0; !rc && s < o->warm_steps; s++) {
         int T = 0;

@@ -47,6 +47,15 @@ double mope_rebel_kl_uniform(const float *w, int K, double coef, float *dz) {
     return kl;
 }
 
+double mope_rebel_kl_prior(const float *w, const float *q, int K, double coef, float *dz) {
+    double kl = 0;
+    for (int k = 0; k < K; k++)
+        if (q[k] > 0) kl += q[k] * log((double)q[k] / fmax((double)w[k], 1e-30));
+    if (dz)
+        for (int k = 0; k < K; k++) dz[k] += (float)(coef * ((double)w[k] - q[k]));
+    return kl;
+}
+
 static int check_sample(const mope_rebel_sample *s, int K, int n_ctx, int32_t n_vocab, int i, mope_error *err) {
     if (!s->tokens || !s->expert_probs || s->prompt_len < 1 || s->n_resp < 1)
         return mope_error_set(err, MOPE_EINVAL, "rebel: sample %d is empty or has no prompt / response", i);
@@ -63,6 +72,17 @@ static int check_sample(const mope_rebel_sample *s, int K, int n_ctx, int32_t n_
     }
     if (!isfinite(s->logp_rollout) || !isfinite(s->reward))
         return mope_error_set(err, MOPE_EINVAL, "rebel: sample %d: rollout log-probability or reward not finite", i);
+    if (s->prior) {
+        double sum = 0;
+        for (int k = 0; k < K; k++) {
+            if (!(s->prior[k] >= 0.0f && s->prior[k] <= 1.0f))
+                return mope_error_set(err, MOPE_EINVAL, "rebel: sample %d: prior weight %g outside [0, 1]", i,
+                                      s->prior[k]);
+            sum += s->prior[k];
+        }
+        if (fabs(sum - 1.0) > 1e-4)
+            return mope_error_set(err, MOPE_EINVAL, "rebel: sample %d: prior weights sum to %g, not 1", i, sum);
+    }
     return 0;
 }
 
@@ -123,6 +143,10 @@ static int micro(mope_pcm *p, const mope_rebel_pair *pairs, int i0, int nb, int 
                     for (int k = 0; k < K; k++) d[k] = (float)(d[k] * scale);
                 st->kl += mope_rebel_kl_uniform(wt, K, o->kl_coef / (double)n_tok, grad && o->kl_coef > 0 ? d : NULL) /
                           (double)n_tok;
+                if (s[j]->prior)
+                    st->prior_kl += mope_rebel_kl_prior(wt, s[j]->prior, K, o->prior_coef / (double)n_tok,
+                                                        grad && o->prior_coef > 0 ? d : NULL) /
+                                    (double)n_tok;
             }
         }
     }
@@ -135,9 +159,11 @@ static int run(mope_pcm *p, const mope_rebel_pair *pairs, int n, const mope_rebe
     memset(&st, 0, sizeof st);
     if (!p || !pairs || n < 1 || !o) return mope_error_set(err, MOPE_EINVAL, "rebel: need a PCM and at least one pair");
     if (!(o->eta > 0) || !isfinite(o->eta) || !(o->kl_coef >= 0) || !isfinite(o->kl_coef) ||
-        !(o->length_penalty >= 0) || !isfinite(o->length_penalty) || o->micro_batch < 1)
-        return mope_error_set(err, MOPE_EINVAL, "rebel: bad options (eta %g, kl %g, length penalty %g, micro-batch %d)",
-                              o->eta, o->kl_coef, o->length_penalty, o->micro_batch);
+        !(o->prior_coef >= 0) || !isfinite(o->prior_coef) || !(o->length_penalty >= 0) ||
+        !isfinite(o->length_penalty) || o->micro_batch < 1)
+        return mope_error_set(err, MOPE_EINVAL,
+                              "rebel: bad options (eta %g, kl %g, prior kl %g, length penalty %g, micro-batch %d)",
+                              o->eta, o->kl_coef, o->prior_coef, o->length_penalty, o->micro_batch);
     if (mope_pcm_rule(p) != MOPE_MIX_LINEAR)
         return mope_error_set(err, MOPE_EUNSUPPORTED,
                               "rebel: only the linear mixing rule can be trained from recorded token probabilities "
@@ -162,7 +188,7 @@ static int run(mope_pcm *p, const mope_rebel_pair *pairs, int n, const mope_rebe
     free(tok);
     mope_free(w);
     mope_free(dz);
-    st.loss = st.rebel_loss + o->kl_coef * st.kl;
+    st.loss = st.rebel_loss + o->kl_coef * st.kl + o->prior_coef * st.prior_kl;
     if (st_out) *st_out = st;
     return rc;
 }

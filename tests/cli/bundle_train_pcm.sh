@@ -13,7 +13,7 @@ source "$(dirname "$0")/lib.bash"
 [ -s "$TINY/bundle.json" ] || { echo "FAIL: no tiny bundle at $TINY (run the prefbench_build fixture)" >&2; exit 1; }
 
 COMMON=(--bundle "$TINY/bundle.json" --dim 32 --layers 1 --heads 2 --kv-heads 1 --ff 64 --ctx 320
-        --batch 8 --epochs 2 -n 16 --lr 1e-3 --min-lr 1e-3 --kl 0.01 --length-penalty 0.05 --seed 5 -t 1)
+        --batch 8 --epochs 2 -n 16 --lr 1e-3 --min-lr 1e-3 --kl 0.01 --kl-prior 0.05 --length-penalty 0.05 --seed 5 -t 1)
 
 start=$(date +%s%N)
 "$MOPE" train pcm "${COMMON[@]}" --iterations 3 -o "$WORK/pcm.gguf" --log "$WORK/log.jsonl" \
@@ -31,7 +31,7 @@ python3 - "$WORK/log.jsonl" <<'PY'
 import json, sys
 lines = [json.loads(l) for l in open(sys.argv[1])]
 assert [l["iteration"] for l in lines] == [1, 2, 3], lines
-fields = ["reward", "utility", "loss_before", "loss_after", "rebel_loss", "kl", "grad_norm", "lr", "mean_len",
+fields = ["reward", "utility", "loss_before", "loss_after", "rebel_loss", "kl", "kl_prior", "grad_norm", "lr", "mean_len",
           "truncated", "tokens", "rollout_s", "reward_s", "update_s", "tokens_per_s", "iter_s", "elapsed_s",
           "per_preference"]
 combos = set()
