@@ -286,14 +286,17 @@ static void print_table(const opts *o, cell cells[N_MODES][N_METHODS], const cha
                    hi, dec_tps_of(c), dec_tps_of(base) > 0 ? dec_tps_of(c) / dec_tps_of(base) : 0);
         }
     }
+    /* ratios need the base's run; --only leaves them out rather than print inf */
     for (int md = 0; md < N_MODES; md++) {
         const cell *b = &cells[md][M_BASE];
-        printf("RESULT mode=%s threads=%d base_tps=%.1f mope_tps=%.1f uniform_tps=%.1f expert_tps=%.1f "
-               "mope/base=%.3f uniform/base=%.3f expert/base=%.3f decode_mope/base=%.3f\n",
+        printf("RESULT mode=%s threads=%d base_tps=%.1f mope_tps=%.1f uniform_tps=%.1f expert_tps=%.1f",
                md == MODE_SINGLE ? "single" : "batch", o->threads, tps_of(b), tps_of(&cells[md][M_MOPE]),
-               tps_of(&cells[md][M_UNIFORM]), tps_of(&cells[md][M_EXPERT]), tps_of(&cells[md][M_MOPE]) / tps_of(b),
-               tps_of(&cells[md][M_UNIFORM]) / tps_of(b), tps_of(&cells[md][M_EXPERT]) / tps_of(b),
-               dec_tps_of(&cells[md][M_MOPE]) / dec_tps_of(b));
+               tps_of(&cells[md][M_UNIFORM]), tps_of(&cells[md][M_EXPERT]));
+        if (tps_of(b) > 0 && dec_tps_of(b) > 0 && !o->only)
+            printf(" mope/base=%.3f uniform/base=%.3f expert/base=%.3f decode_mope/base=%.3f",
+                   tps_of(&cells[md][M_MOPE]) / tps_of(b), tps_of(&cells[md][M_UNIFORM]) / tps_of(b),
+                   tps_of(&cells[md][M_EXPERT]) / tps_of(b), dec_tps_of(&cells[md][M_MOPE]) / dec_tps_of(b));
+        printf("\n");
     }
 }
 

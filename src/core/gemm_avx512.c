@@ -16,6 +16,7 @@
  * A row's logits are then bit-identical whichever path its batch takes. */
 #include <immintrin.h>
 
+#include "core/exp_simd.h"
 #include "core/quant_kernels.h"
 
 #define AI static inline __attribute__((always_inline))
@@ -238,28 +239,12 @@ static void dot_rows_f32_avx512(const float *q, const float *K, int64_t ldk, int
 
 /* ---- g = silu(g) * u (the FFN gate) */
 
-/* e^x: x = n ln 2 + r (ln 2 in two parts), e^r by a degree-6 polynomial,
- * 2^n applied by scalef (exact, and inf / 0 at the ends, so no clamping). */
-AI __m512 exp16(__m512 x) {
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(p, n);
-}
 
 static void swiglu_avx512(float *g, const float *u, int64_t n) {
     for (int64_t i = 0; i < n; i += 16) {
         __mmask16 mk = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
         __m512 gv = _mm512_maskz_loadu_ps(mk, g + i);
-        __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), gv));
+        __m512 e = mope_exp16_avx512(_mm512_sub_ps(_mm512_setzero_ps(), gv));
         __m512 sv = _mm512_div_ps(gv, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
         _mm512_mask_storeu_ps(g + i, mk, _mm512_mul_ps(sv, _mm512_maskz_loadu_ps(mk, u + i)));
     }

@@ -34,65 +34,15 @@ int mope_mix_rule_from_name(const char *name, mope_error *err) {
  * degree-6 polynomial; ~2 ulp), chosen at run time; elsewhere libm's expf. */
 
 #if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
 #define MIX_X86 1
-
-__attribute__((target("avx2,fma"))) static inline __m256 exp8(__m256 x) {
-    const __m256 lo = _mm256_set1_ps(-87.3f), hi = _mm256_set1_ps(88.3f);
-    __m256 keep = _mm256_cmp_ps(x, lo, _CMP_GE_OQ); /* below: 0 (and -inf) */
-    x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), keep);
-}
-
-/* sum exp(l[i] - m), accumulated in double lanes. */
-__attribute__((target("avx2,fma"))) static double sum_exp_avx2(const float *l, float m, int32_t n) {
-    __m256 vm = _mm256_set1_ps(m);
-    __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
-    int32_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(l + i), vm));
-        a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
-        a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
-    }
-    double t[4];
-    _mm256_storeu_pd(t, _mm256_add_pd(a0, a1));
-    double s = t[0] + t[1] + t[2] + t[3];
-    for (; i < n; i++) s += expf(l[i] - m);
-    return s;
-}
-
-/* out[i] (+)= w * exp(l[i] - lse), with lse split as hi + lo so the
- * difference keeps the precision of a double subtraction near the top. */
-__attribute__((target("avx2,fma"))) static void axpy_exp_avx2(float *out, const float *l, float hi, float lo, float w,
-                                                              int32_t n, bool add) {
-    __m256 vh = _mm256_set1_ps(hi), vl = _mm256_set1_ps(lo), vw = _mm256_set1_ps(w);
-    int32_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 e = exp8(_mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(l + i), vh), vl));
-        __m256 base = add ? _mm256_loadu_ps(out + i) : _mm256_setzero_ps();
-        _mm256_storeu_ps(out + i, _mm256_fmadd_ps(vw, e, base));
-    }
-    for (; i < n; i++) out[i] = (add ? out[i] : 0) + w * expf((l[i] - hi) - lo);
-}
+#include "mix/mix_internal.h"
 
 static bool use_avx2(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 #endif
 
 static double sum_exp(const float *l, float m, int32_t n) {
 #ifdef MIX_X86
-    if (use_avx2()) return sum_exp_avx2(l, m, n);
+    if (use_avx2()) return mope_mix_sum_exp_avx2(l, m, n);
 #endif
     double s = 0;
     for (int32_t i = 0; i < n; i++) s += expf(l[i] - m);
@@ -103,7 +53,7 @@ static void axpy_exp(float *out, const float *l, double lse, float w, int32_t n,
     float hi = (float)lse, lo = (float)(lse - hi);
 #ifdef MIX_X86
     if (use_avx2()) {
-        axpy_exp_avx2(out, l, hi, lo, w, n, add);
+        mope_mix_axpy_exp_avx2(out, l, hi, lo, w, n, add);
         return;
     }
 #endif

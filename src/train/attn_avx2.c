@@ -6,6 +6,7 @@
  * rounding differs) and the result is independent of how the work is split.
  * The softmax row sums do add lanes, in a fixed order that depends on the
  * row length only. */
+#include "core/exp_simd.h"
 #include "train/attn.h"
 
 #include <immintrin.h>
@@ -214,35 +215,6 @@ void tl_outer8_avx2(float *x, size_t ldx, const float *a, size_t lda, const floa
     }
 }
 
-/* ---- exp: e^x = 2^k e^r, k = round(x / ln 2), |r| <= ln 2 / 2, with a
- * degree-6 polynomial for e^r (Cephes' expf coefficients).  2^k is applied
- * as two halves so that k down to -150 gives denormals and 0 instead of
- * garbage exponents. ---- */
-
-static inline __m256 exp8(__m256 x) {
-    const __m256 hi = _mm256_set1_ps(88.72283935546875f), lo = _mm256_set1_ps(-104.0f);
-    __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q), big = _mm256_cmp_ps(x, hi, _CMP_GT_OQ);
-    __m256 xc = _mm256_max_ps(_mm256_min_ps(x, hi), lo);
-    __m256 k = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693359375f), xc);
-    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i ki = _mm256_cvtps_epi32(k);
-    __m256i k1 = _mm256_srai_epi32(ki, 1), k2 = _mm256_sub_epi32(ki, k1);
-    __m256i bias = _mm256_set1_epi32(127);
-    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k1, bias), 23));
-    __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k2, bias), 23));
-    __m256 y = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
-    y = _mm256_blendv_ps(y, _mm256_set1_ps(__builtin_inff()), big);
-    return _mm256_blendv_ps(y, x, nan);
-}
 
 /* The tail goes through a zero-padded vector, so every element gets the
  * same function whatever its position. */
@@ -260,8 +232,8 @@ static inline void store_part(float *x, __m256 v, int n) {
 
 void tl_exp_avx2(float *x, size_t n) {
     size_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, exp8(_mm256_loadu_ps(x + i)));
-    if (i < n) store_part(x + i, exp8(load_part(x + i, (int)(n - i), 0.0f)), (int)(n - i));
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, mope_exp8_avx2(_mm256_loadu_ps(x + i)));
+    if (i < n) store_part(x + i, mope_exp8_avx2(load_part(x + i, (int)(n - i), 0.0f)), (int)(n - i));
 }
 
 /* Lane sums in a fixed order: the result depends on n only. */
@@ -293,13 +265,13 @@ void tl_softmax_row_avx2(float *a, int n, float scale) {
     }
     __m256 mv = _mm256_set1_ps(m), sum = _mm256_setzero_ps();
     for (j = 0; j < nv; j += 8) {
-        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(a + j), mv));
+        __m256 e = mope_exp8_avx2(_mm256_sub_ps(_mm256_loadu_ps(a + j), mv));
         _mm256_storeu_ps(a + j, e);
         sum = _mm256_add_ps(sum, e);
     }
     if (tail) {
         /* padding -inf -> exp 0, so the padded lanes add nothing */
-        __m256 e = exp8(_mm256_sub_ps(load_part(a + nv, tail, -__builtin_inff()), mv));
+        __m256 e = mope_exp8_avx2(_mm256_sub_ps(load_part(a + nv, tail, -__builtin_inff()), mv));
         store_part(a + nv, e, tail);
         sum = _mm256_add_ps(sum, e);
     }
@@ -328,7 +300,7 @@ void tl_softmax_bwd_row_avx2(float *ds, const float *p, int n, float scale) {
 /* d silu(g)/dg = sig(g) (1 + g (1 - sig(g))); dgate may alias dh */
 static inline void swiglu_bwd8(__m256 g, __m256 u, __m256 dh, __m256 *dgate, __m256 *dup) {
     const __m256 one = _mm256_set1_ps(1.0f);
-    __m256 sg = _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+    __m256 sg = _mm256_div_ps(one, _mm256_add_ps(one, mope_exp8_avx2(_mm256_sub_ps(_mm256_setzero_ps(), g))));
     *dup = _mm256_mul_ps(_mm256_mul_ps(dh, g), sg);
     __m256 t = _mm256_add_ps(one, _mm256_mul_ps(g, _mm256_sub_ps(one, sg)));
     *dgate = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(dh, u), sg), t);
