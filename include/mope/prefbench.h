@@ -111,6 +111,10 @@ void mope_prefbench_text_stats_compute(const char *text, mope_prefbench_text_sta
 /* Corpus                                                              */
 /* ------------------------------------------------------------------ */
 
+/* Bumped whenever the answer wording changes (the recipe's corpus stamp
+ * includes it).  2: fuller neutral style, plainer elementary style. */
+#define MOPE_PREFBENCH_COMPOSE_VERSION 2
+
 typedef struct mope_prefbench_corpus_opts {
     const char *wordnet_dir;  /* NULL: MOPE_PREFBENCH_WORDNET_DIR */
     const char *out_dir;      /* created if missing */

@@ -234,8 +234,9 @@ static int stage_corpus(recipe_ctx *c, mope_error *err) {
     snprintf(dir, sizeof dir, "%s/corpus", c->work);
     snprintf(f1, sizeof f1, "%s/train_responses.jsonl", dir);
     snprintf(f2, sizeof f2, "%s/test_prompts.jsonl", dir);
-    snprintf(key, sizeof key, "concepts=%d variants=%d seed=%llu", c->sz.max_concepts, c->sz.variants,
-             (unsigned long long)c->seed);
+    /* the composer's version: a change of wording must rebuild everything after it */
+    snprintf(key, sizeof key, "concepts=%d variants=%d seed=%llu compose=%d", c->sz.max_concepts, c->sz.variants,
+             (unsigned long long)c->seed, MOPE_PREFBENCH_COMPOSE_VERSION);
     const char *outs[] = {f1, f2};
     int skip;
     recipe_stage_begin(c, "corpus", key, outs, 2, &skip);
