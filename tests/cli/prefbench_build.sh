@@ -56,7 +56,30 @@ refs = [json.loads(l) for l in open(os.path.join(out, "references.jsonl"))]
 assert len(refs) > 20 and {r["split"] for r in refs} == {"train", "dev", "test"}, len(refs)
 test_c = {json.loads(l)["concept"] for l in open(os.path.join(out + ".work", "corpus", "test_prompts.jsonl"))}
 assert all(r["concept"] in test_c for r in refs if r["split"] == "test")
-print("bundle: ok")
+# the reward models' pairs include corpus answers about another concept (off
+# topic), so they learn to check relevance
+work = out + ".work"
+concept_of = {}
+for l in open(os.path.join(work, "corpus", "train_prompts.jsonl")):
+    r = json.loads(l)
+    concept_of[r["prompt"]] = r["concept"]
+answer_concepts = {}
+for l in open(os.path.join(work, "corpus", "train_responses.jsonl")):
+    r = json.loads(l)
+    answer_concepts.setdefault(r["response"], set()).add(r["concept"])
+foreign = total = 0
+for c in ["P1A", "P1B", "P2A", "P2B", "P3A", "P3B"]:
+    for l in open(os.path.join(work, "pairs_%s.jsonl" % c)):
+        r = json.loads(l)
+        total += 1
+        pc = concept_of.get(r["prompt"])
+        for side in ("chosen", "rejected"):
+            cs = answer_concepts.get(r[side])
+            if pc and cs and pc not in cs:
+                foreign += 1
+                assert side == "rejected", (c, r)  # the gate (0.05 off topic) keeps it from winning
+assert foreign > 0, "no off-topic answer in any reward-model pair"
+print("bundle: ok (%d of %d pairs hold an off-topic answer)" % (foreign, total))
 PY
 
 "$MOPE" generate -m "$OUT/base.gguf" --chat -p "What is a glacier?" -n 8 -t 1 >/dev/null 2>"$WORK/g.err"
