@@ -244,11 +244,11 @@ int recipe_stage_samples(recipe_ctx *c, mope_error *err) {
              "of 7 sampled responses (the base on the plain prompt, each expert on the prompt with its sentence; "
              "temperature 0.8, top-k 40, top-p 0.95, min-p 0.05, no-repeat-3-gram, at most %d tokens; %ld tokens "
              "generated), the corpus' 7 answers for the concept and %d corpus answers about other concepts "
-             "(off topic: they teach the reward models to check relevance). Every pool pair whose labeler utility for "
-             "the choice differs by >= %.2f is a pair (at most 8 per prompt): P1A %ld, P1B %ld, P2A %ld, "
+             "(off topic: they teach the reward models to check relevance). Every pool pair whose labeler "
+             "utility for the choice differs by >= %.2f is a pair (at most 8 per prompt): P1A %ld, P1B %ld, P2A %ld, "
              "P2B %ld, P3A %ld, P3B %ld pairs. %.0f s.\n\n",
-             n_prompts, c->sz.gen_max_tokens, gen_tokens, RECIPE_FOREIGN, c->sz.rm_margin, n_pairs[0], n_pairs[1], n_pairs[2],
-             n_pairs[3], n_pairs[4], n_pairs[5], dt);
+             n_prompts, c->sz.gen_max_tokens, gen_tokens, RECIPE_FOREIGN, c->sz.rm_margin, n_pairs[0],
+             n_pairs[1], n_pairs[2], n_pairs[3], n_pairs[4], n_pairs[5], dt);
     return recipe_stage_end(c, "samples", dt, md, err);
 }
 

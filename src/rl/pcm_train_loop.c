@@ -393,7 +393,8 @@ static int check_opts(const mope_pcm_train_opts *o, mope_error *err) {
                               (long long)o->iterations, o->batch, o->epochs, o->micro_batch, o->max_tokens);
     if (o->batch > 4096) return mope_error_set(err, MOPE_ERANGE, "train pcm: batch %d is too large", o->batch);
     if (!(o->eta > 0) || !isfinite(o->eta) || !(o->kl_coef >= 0) || !isfinite(o->kl_coef) ||
-        !(o->kl_prior >= 0) || !isfinite(o->kl_prior) || !(o->length_penalty >= 0) || !isfinite(o->length_penalty) || !(o->temperature > 0) ||
+        !(o->kl_prior >= 0) || !isfinite(o->kl_prior) || !(o->length_penalty >= 0) ||
+        !isfinite(o->length_penalty) || !(o->temperature > 0) ||
         !isfinite(o->temperature))
         return mope_error_set(err, MOPE_EINVAL,
                               "train pcm: eta (%g) and temperature (%g) must be > 0, kl (%g), kl prior (%g) and "
@@ -585,8 +586,8 @@ int mope_pcm_train_run(const mope_pcm_train_opts *o, mope_pcm_train_result *res,
             mope_pcm_train_progress p = {.iteration = c.iteration, .total = o->iterations,
                                          .start_iteration = res->start_iteration, .reward = st.reward,
                                          .utility = st.utility, .loss_before = st.loss_before,
-                                         .loss_after = st.loss_after, .kl = st.kl, .kl_prior = st.kl_prior, .grad_norm = st.grad_norm,
-                                         .lr = st.lr, .mean_len = st.mean_len, .truncated_share = st.trunc,
+                                         .loss_after = st.loss_after, .kl = st.kl, .kl_prior = st.kl_prior,
+                                         .grad_norm = st.grad_norm, .lr = st.lr, .mean_len = st.mean_len, .truncated_share = st.trunc,
                                          .tokens = st.tokens, .iter_s = dt, .elapsed_s = now - t0,
                                          .tokens_per_s = dt > 0 ? st.tokens / dt : 0, .checkpointed = ck,
                                          .log_line = s};
