@@ -63,9 +63,9 @@ static void sizes_init(recipe_sizes *s, int tiny) {
                             .sft_steps = 3000, .sft_batch = 16, .sft_lr = 8e-4f, .follow_frac = 0.3,
                             .lora_rank = 16, .lora_alpha = 32, .exp_steps = 600, .exp_batch = 16, .exp_lr = 2e-3f,
                             .rm_dim = 128, .rm_layers = 3, .rm_heads = 4, .rm_kv_heads = 2, .rm_ff = 344,
-                            .rm_lm_steps = 1500, .rm_steps = 500, .rm_batch = 16, .rm_lm_lr = 2e-3f, .rm_lr = 1e-3f,
+                            .rm_lm_steps = 1500, .rm_steps = 1000, .rm_batch = 16, .rm_lm_lr = 2e-3f, .rm_lr = 1e-3f,
                             .rm_margin = 0.2,
-                            .n_sample_prompts = 1500, .n_eval_prompts = 300, .n_ref_train = 2000,
+                            .n_sample_prompts = 2400, .n_eval_prompts = 300, .n_ref_train = 2000,
                             .gen_max_tokens = 160, .gen_slots = 64};
     }
 }

@@ -73,6 +73,8 @@ extern const char *const RECIPE_DIM_NAME[3];
 
 /* Corpus answers about other concepts added to each reward-model pair pool. */
 #define RECIPE_FOREIGN 2
+/* sampled answers per prompt in the reward-model pools and the sanity table */
+#define RECIPE_SAMPLED 13
 
 void recipe_log(recipe_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* out = work/name or out/name. */
