@@ -361,7 +361,7 @@ int recipe_stage_eval(recipe_ctx *c, mope_error *err) {
     char key[128], tok[4200], out[4200];
     recipe_path(tok, sizeof tok, c->out, "tokenizer.gguf");
     recipe_path(out, sizeof out, c->work, "eval_test.jsonl");
-    snprintf(key, sizeof key, "n=%d max=%d margin=%g v1", c->sz.n_eval_prompts, c->sz.gen_max_tokens, c->sz.rm_margin);
+    snprintf(key, sizeof key, "n=%d max=%d margin=%g v2", c->sz.n_eval_prompts, c->sz.gen_max_tokens, c->sz.rm_margin);
     const char *outs[] = {out};
     int skip;
     recipe_stage_begin(c, "eval", key, outs, 1, &skip);
@@ -392,8 +392,10 @@ int recipe_stage_eval(recipe_ctx *c, mope_error *err) {
         rc = mope_prefbench_label(c->lb, jobs[j].response ? jobs[j].response : "", pk.prompts[j / PER],
                                   pk.concepts[j / PER], &lab[j], err);
     /* reward models on held-out labeler pairs */
-    double rm_acc[6] = {0};
-    long rm_n[6] = {0};
+    /* split by whether the two answers' on-topic verdicts agree: on held-out
+     * concepts relevance often hinges on facts the reward model cannot know */
+    double rm_acc[6] = {0}, rm_acc_rel[2][6] = {{0}};
+    long rm_n[6] = {0}, rm_n_rel[2][6] = {{0}};
     float *sc = calloc((size_t)(NJ > 0 ? NJ : 1), sizeof *sc);
     const char **pp = calloc((size_t)(NJ > 0 ? NJ : 1), sizeof *pp), **rr = calloc((size_t)(NJ > 0 ? NJ : 1), sizeof *rr);
     if (!rc && (!sc || !pp || !rr)) rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
@@ -411,10 +413,15 @@ int recipe_stage_eval(recipe_ctx *c, mope_error *err) {
                     const int ja = i * PER + a, jb = i * PER + b;
                     double d = lab[ja].choice[k] - lab[jb].choice[k];
                     if (fabs(d) < c->sz.rm_margin || strcmp(rr[ja], rr[jb]) == 0) continue;
+                    const int rel = lab[ja].q.on_topic != lab[jb].q.on_topic, right = (d > 0) == (sc[ja] > sc[jb]);
                     rm_n[k]++;
-                    if ((d > 0) == (sc[ja] > sc[jb])) rm_acc[k] += 1;
+                    rm_acc[k] += right;
+                    rm_n_rel[rel][k]++;
+                    rm_acc_rel[rel][k] += right;
                 }
         if (rm_n[k]) rm_acc[k] /= (double)rm_n[k];
+        for (int r = 0; r < 2; r++)
+            if (rm_n_rel[r][k]) rm_acc_rel[r][k] /= (double)rm_n_rel[r][k];
     }
     /* the per-response records, for inspection */
     mope_io_atomic *f = rc ? NULL : mope_io_atomic_open(out, err);
@@ -459,11 +466,15 @@ int recipe_stage_eval(recipe_ctx *c, mope_error *err) {
                    "informativeness; P3: friendliness). *Prompted base* is the base model given the same sentence. "
                    "*On topic* and *gate* are the labelers' relevance checks (1 = complete, on-topic, not "
                    "repetitive). *RM acc* is the reward model's pairwise accuracy on every pair of the 13 answers "
-                   "per prompt whose labeler utility for the choice differs by >= %.2f.\n\n",
+                   "per prompt whose labeler utility for the choice differs by >= %.2f; then split into pairs whose "
+                   "answers are both on or both off topic, and pairs where one is on topic and the other not (on "
+                   "held-out concepts that verdict often rests on whether the content is right, which a reward model "
+                   "that never saw the concept cannot know).\n\n",
                 N, c->sz.gen_max_tokens, c->sz.rm_margin);
         fprintf(m, "| choice | base mean (std) | expert mean | expert shift | prompted-base shift | on topic base / "
-                   "expert | gate base / expert | own utility base / expert | RM acc (pairs) | pass |\n"
-                   "|---|---|---|---|---|---|---|---|---|---|\n");
+                   "expert | gate base / expert | own utility base / expert | RM acc (pairs) | RM acc same / different "
+                   "relevance | pass |\n"
+                   "|---|---|---|---|---|---|---|---|---|---|---|\n");
         for (int k = 0; k < 6; k++) {
             int dim = k / 2;
             double mb, sb, me, se, mp2, sp2;
@@ -497,10 +508,11 @@ int recipe_stage_eval(recipe_ctx *c, mope_error *err) {
                 snprintf(psh, sizeof psh, "n/a");
             }
             fprintf(m, "| %s %s | %.2f (%.2f) | %.2f | %s | %s | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | "
-                       "%.3f (%ld) | %s |\n",
+                       "%.3f (%ld) | %.3f (%ld) / %.3f (%ld) | %s |\n",
                     RECIPE_CHOICE[k], RECIPE_CHOICE_NAME[k], mb, sb, me, sh, psh, N ? ot_b / N : 0,
                     N ? ot_e / N : 0, N ? g_b / N : 0, N ? g_e / N : 0, N ? u_b / N : 0, N ? u_e / N : 0, rm_acc[k],
-                    rm_n[k], pass ? "yes" : "**no**");
+                    rm_n[k], rm_acc_rel[0][k], rm_n_rel[0][k], rm_acc_rel[1][k], rm_n_rel[1][k],
+                    pass ? "yes" : "**no**");
             recipe_log(c, "eval %s: shift %s (prompted %s), gate %.2f/%.2f, RM acc %.3f (%ld pairs)",
                        RECIPE_CHOICE[k], sh, psh, N ? g_b / N : 0, N ? g_e / N : 0, rm_acc[k], rm_n[k]);
         }
