@@ -101,6 +101,18 @@ static void test_means_and_counts(void **state) {
     assert_int_equal(w.loss, 1);
     w = mope_eval_compare(a, b, 5, 1.0); /* |difference| <= 1 ties */
     assert_int_equal(w.tie, 3);
+    /* the average test compares on the baseline's own combinations: the
+     * target's 0.7 over both is above B's 0.6, but B's one combination has
+     * the target at 0.5 */
+    {
+        const unsigned char role[2] = {MOPE_EVAL_ROLE_TARGET, MOPE_EVAL_ROLE_BASELINE};
+        const double mt[4] = {0.5, 0.9, 0.6, NAN};
+        assert_int_equal(mope_eval_avg_ok(mt, 2, 2, role, 0, 1e-9), 0);
+        const double mt2[4] = {0.6, 0.1, 0.6, NAN}; /* a tie within eps on X passes, Y is not compared */
+        assert_int_equal(mope_eval_avg_ok(mt2, 2, 2, role, 0, 1e-9), 1);
+        const double mt3[4] = {NAN, 0.9, 0.6, NAN}; /* nothing shared */
+        assert_int_equal(mope_eval_avg_ok(mt3, 2, 2, role, 0, 1e-9), -1);
+    }
     int cnt = -1;
     assert_float_equal(mope_eval_mean(a, 5, &cnt), 11.0 / 4, 1e-12);
     assert_int_equal(cnt, 4);
@@ -123,9 +135,11 @@ static void test_report_md(void **state) {
     assert_non_null(md);
     assert_non_null(strstr(md, "## Mean labeler utility"));
     assert_non_null(strstr(md, "## Mean reward-model utility"));
-    assert_non_null(strstr(md, "**mope >= every baseline on 1 of 2 combinations**; on average: yes."));
+    assert_non_null(strstr(md, "**mope >= every baseline on 1 of 2 combinations**; on average (each baseline against the target "
+                                 "over the combinations it covers): yes."));
     /* RM is the mirror: mope is best nowhere, and its average is below A's */
-    assert_non_null(strstr(md, "**mope >= every baseline on 0 of 2 combinations**; on average: no."));
+    assert_non_null(strstr(md, "**mope >= every baseline on 0 of 2 combinations**; on average (each baseline against the target "
+                                 "over the combinations it covers): no."));
     /* the means row of mope (labeler): X 0.650, Y 0.700 (bold: best of the column), average 0.675 (bold) */
     assert_non_null(strstr(md, "| mope (target) |     0.650 | **0.700** | **0.675** |"));
     assert_non_null(strstr(md, "**0.700**"));

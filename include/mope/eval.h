@@ -94,6 +94,15 @@ mope_eval_wtl mope_eval_wtl_of(const mope_eval_results *r, int which, int combo,
 int mope_eval_count_best(const double *m, int n_methods, int n_combos, const unsigned char *role, int target,
                          double eps, int *n_valid);
 
+/* Over the same means table: 1 when, for every baseline, the target's mean
+ * over the combinations that baseline has a value in is >= the baseline's
+ * own mean over them, minus eps (a single expert runs only in the
+ * combinations that choose it, so it is compared on those, not against the
+ * target's average over all); 0 when some baseline is ahead; -1 when no
+ * baseline shares a combination with the target. */
+int mope_eval_avg_ok(const double *m, int n_methods, int n_combos, const unsigned char *role, int target,
+                     double eps);
+
 /* ------------------------------------------------------------------ */
 /* Markdown tables                                                     */
 /* ------------------------------------------------------------------ */

@@ -124,14 +124,11 @@ static int means_section(FILE *f, const mope_eval_results *r, const mope_eval_re
     int rc = put_table(f, r, "method", "average", &g, err);
     if (!rc && target >= 0) {
         int valid = 0, best = mope_eval_count_best(means, M, C, r->role, target, info->tie_eps, &valid);
-        bool avg_ok = isfinite(avg[target]), any = false;
-        for (int m = 0; m < M && avg_ok; m++)
-            if (r->role[m] == MOPE_EVAL_ROLE_BASELINE && isfinite(avg[m])) {
-                any = true;
-                if (avg[target] < avg[m] - info->tie_eps) avg_ok = false;
-            }
-        fprintf(f, "**%s >= every baseline on %d of %d combinations**; on average: %s.\n\n", r->methods[target],
-                best, valid, !isfinite(avg[target]) ? "n/a" : !any ? "n/a (no baseline)" : avg_ok ? "yes" : "no");
+        int avg_ok = mope_eval_avg_ok(means, M, C, r->role, target, info->tie_eps);
+        fprintf(f,
+                "**%s >= every baseline on %d of %d combinations**; on average (each baseline against the target "
+                "over the combinations it covers): %s.\n\n",
+                r->methods[target], best, valid, avg_ok < 0 ? "n/a" : avg_ok ? "yes" : "no");
     }
     grid_free(&g);
     free(means);
@@ -313,6 +310,9 @@ static void add_measure(cJSON *root, const mope_eval_results *r, const mope_eval
         int valid = 0, best = mope_eval_count_best(means, M, C, r->role, target, info->tie_eps, &valid);
         cJSON_AddNumberToObject(o, "target_best_combos", best);
         cJSON_AddNumberToObject(o, "target_valid_combos", valid);
+        int avg_ok = mope_eval_avg_ok(means, M, C, r->role, target, info->tie_eps);
+        if (avg_ok < 0) cJSON_AddNullToObject(o, "target_avg_ge_baselines");
+        else cJSON_AddBoolToObject(o, "target_avg_ge_baselines", avg_ok);
         cJSON *w = cJSON_AddObjectToObject(o, "wtl");
         for (int m = 0; m < M; m++) {
             if (r->role[m] != MOPE_EVAL_ROLE_BASELINE) continue;

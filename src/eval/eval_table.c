@@ -157,3 +157,24 @@ int mope_eval_count_best(const double *m, int n_methods, int n_combos, const uns
     if (n_valid) *n_valid = valid;
     return best;
 }
+
+int mope_eval_avg_ok(const double *m, int n_methods, int n_combos, const unsigned char *role, int target,
+                     double eps) {
+    int any = 0;
+    for (int j = 0; target >= 0 && target < n_methods && j < n_methods; j++) {
+        if (j == target || role[j] != MOPE_EVAL_ROLE_BASELINE) continue;
+        double st = 0, sb = 0;
+        int n = 0;
+        for (int c = 0; c < n_combos; c++) {
+            double t = m[target * n_combos + c], b = m[j * n_combos + c];
+            if (!isfinite(t) || !isfinite(b)) continue;
+            st += t;
+            sb += b;
+            n++;
+        }
+        if (!n) continue;
+        any = 1;
+        if (st / n < sb / n - eps) return 0;
+    }
+    return any ? 1 : -1;
+}
