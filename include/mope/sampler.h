@@ -52,8 +52,11 @@ void mope_sampler_reseed(mope_sampler *s, uint64_t seed);
 const mope_sampler_params *mope_sampler_params_of(const mope_sampler *s);
 
 /* Draws the next token from a row of n_vocab logits (not modified).
- * history: the tokens so far (prompt and generated), may be NULL when
- * n_history is 0.  Returns the token id (>= 0) or a negative MOPE_E* code
+ * history: the tokens the filters look back on, may be NULL when
+ * n_history is 0.  mope's chat paths (bundle generation, evaluation, REBEL
+ * rollouts, the PrefBench recipe) pass the answer's tokens only: with the
+ * prompt in it, a no-repeat n-gram ban would stop an answer from repeating
+ * a multi-token name from the question.  Returns the token id (>= 0) or a negative MOPE_E* code
  * (bad arguments, NaN logits, or every token banned). */
 int32_t mope_sampler_sample(mope_sampler *s, const float *logits, int32_t n_vocab, const int32_t *history,
                             int64_t n_history, mope_error *err);

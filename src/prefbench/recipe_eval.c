@@ -143,7 +143,9 @@ int recipe_stage_samples(recipe_ctx *c, mope_error *err) {
         snprintf(outp[k], sizeof outp[k], "%s/pairs_%s.jsonl", c->work, RECIPE_CHOICE[k]);
         outs[k] = outp[k];
     }
-    snprintf(key, sizeof key, "n=%d max=%d margin=%g foreign=%d sampled=%d", c->sz.n_sample_prompts,
+    /* hist=answer: no-repeat n-grams over the answer only (recipe_gen.c); the
+     * chain carries the change to the reward models, references and eval */
+    snprintf(key, sizeof key, "n=%d max=%d margin=%g foreign=%d sampled=%d hist=answer", c->sz.n_sample_prompts,
              c->sz.gen_max_tokens, c->sz.rm_margin, RECIPE_FOREIGN, RECIPE_SAMPLED);
     int skip;
     recipe_stage_begin(c, "samples", key, outs, 6, &skip);

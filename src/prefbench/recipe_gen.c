@@ -95,7 +95,12 @@ static int run_engine(recipe_ctx *c, mope_model *eng, const mope_tokenizer *tok,
             slot *q = &sl[row_slot[i]];
             float *lg = logits + (size_t)i * V;
             for (int v = n_tok_vocab; v < V; v++) lg[v] = -INFINITY;
-            int32_t t = mope_sampler_sample(q->smp, lg, V, q->toks, q->n, err);
+            /* the answer's own tokens only, as the method path's rollouts do:
+             * with the prompt in the history a no-repeat n-gram ban stops the
+             * answer from repeating a multi-token concept name from the
+             * question (greedy references named a test concept 37% of the
+             * time that way, 86% without the prompt) */
+            int32_t t = mope_sampler_sample(q->smp, lg, V, q->toks + q->n_prompt, q->n - q->n_prompt, err);
             if (t < 0) {
                 rc = t;
                 break;

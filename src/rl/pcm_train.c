@@ -297,7 +297,8 @@ static int greedy_refs(pt_ctx *c, char **prompts, int n, char **out, mope_error 
             for (int s = 0; !rc && s < nb; s++) {
                 if (done[s]) continue;
                 if ((rc = mope_expert_next(e, s, &d, err))) break;
-                int32_t y = mope_sampler_sample(smp, d.logits, d.n_vocab, hist[s], np[s] + len[s], err);
+                /* the answer's tokens only (see recipe_gen.c and rollout.c) */
+                int32_t y = mope_sampler_sample(smp, d.logits, d.n_vocab, hist[s] + np[s], len[s], err);
                 if (y < 0) {
                     rc = y;
                     break;
