@@ -170,8 +170,8 @@ static void base_opts(mope_pcm_train_opts *o, const char *out) {
     o->out = outp;
 }
 
-/* The base model's greedy answer (no-repeat-3-gram, as PrefBench decodes its
- * references), straight on the engine. */
+/* The base model's greedy answer (no-repeat-3-gram over the answer's own
+ * tokens, as PrefBench decodes its references), straight on the engine. */
 static char *engine_greedy(const char *prompt, int max_tokens) {
     mope_error err = {0};
     char p[700];
@@ -200,7 +200,7 @@ static char *engine_greedy(const char *prompt, int max_tokens) {
             rows[nr++] = (mope_row){.seq = 0, .token = toks[t], .pos = t, .adapter = -1, .want_logits = t == n - 1};
         assert_int_equal(mope_model_forward(m, kv, rows, nr, logits, NULL, &err), 0);
         fed = n;
-        int32_t y = mope_sampler_sample(smp, logits, V, toks, n, &err);
+        int32_t y = mope_sampler_sample(smp, logits, V, toks + np, n - np, &err);
         assert_true(y >= 0);
         if (mope_tokenizer_is_eog(tok, y) || y == mope_tokenizer_find(tok, "<|user|>", 8) ||
             y == mope_tokenizer_find(tok, "<|assistant|>", 13))

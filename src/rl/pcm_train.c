@@ -244,9 +244,11 @@ static const rec *find_ref(const rec *refs, int n, const char *id, const char *p
 }
 
 /* ---- greedy references from the base model ----
- * Decoded as the PrefBench recipe decodes its references: greedy with
- * no-repeat-3-gram over prompt + response, stopping at end of generation or
- * at a turn marker. */
+ * Decoded as the PrefBench recipe decodes its references: greedy with a
+ * no-repeat 3-gram ban over the answer's own tokens (as rollout.c and
+ * recipe_gen.c do: with the prompt in the history the ban stops an answer
+ * from repeating a multi-token name from the question), stopping at end of
+ * generation or at a turn marker. */
 
 static int greedy_refs(pt_ctx *c, char **prompts, int n, char **out, mope_error *err) {
     const int S = n < 16 ? n : 16, T = c->o->max_tokens;
@@ -263,33 +265,22 @@ static int greedy_refs(pt_ctx *c, char **prompts, int n, char **out, mope_error 
     sp.temp = 0;
     sp.no_repeat_ngram = 3;
     mope_sampler *smp = mope_sampler_new(&sp, err);
-    int32_t **hist = calloc((size_t)S, sizeof *hist);
-    int *np = calloc((size_t)S, sizeof(int)), *len = calloc((size_t)S, sizeof(int));
+    int32_t **hist = calloc((size_t)S, sizeof *hist); /* the answers so far */
+    int *len = calloc((size_t)S, sizeof(int));
     bool *done = calloc((size_t)S, sizeof(bool));
     int32_t stop_user = mope_tokenizer_find(c->tok, "<|user|>", 8);
     int32_t stop_asst = mope_tokenizer_find(c->tok, "<|assistant|>", 13);
     mope_dist d = {0};
-    int rc = smp && hist && np && len && done ? 0 : mope_error_set(err, MOPE_ENOMEM, "out of memory");
+    int rc = smp && hist && len && done ? 0 : mope_error_set(err, MOPE_ENOMEM, "out of memory");
     for (int i0 = 0; !rc && i0 < n; i0 += S) {
         int nb = n - i0 < S ? n - i0 : S;
         for (int s = 0; !rc && s < nb; s++) {
-            int32_t *pt = NULL;
             len[s] = 0;
             done[s] = false;
-            free(hist[s]);
-            hist[s] = NULL;
-            np[s] = mope_expert_prompt_tokens(e, prompts[i0 + s], &pt, err);
-            if (np[s] < 0) {
-                rc = np[s];
-                break;
-            }
-            if (!(hist[s] = malloc(sizeof(int32_t) * (size_t)(np[s] + T)))) {
-                free(pt);
+            if (!hist[s] && !(hist[s] = malloc(sizeof(int32_t) * (size_t)T))) {
                 rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
                 break;
             }
-            memcpy(hist[s], pt, sizeof(int32_t) * (size_t)np[s]);
-            free(pt);
             rc = mope_expert_start(e, s, prompts[i0 + s], err);
         }
         for (int t = 0; !rc && t < T; t++) {
@@ -297,8 +288,7 @@ static int greedy_refs(pt_ctx *c, char **prompts, int n, char **out, mope_error 
             for (int s = 0; !rc && s < nb; s++) {
                 if (done[s]) continue;
                 if ((rc = mope_expert_next(e, s, &d, err))) break;
-                /* the answer's tokens only (see recipe_gen.c and rollout.c) */
-                int32_t y = mope_sampler_sample(smp, d.logits, d.n_vocab, hist[s] + np[s], len[s], err);
+                int32_t y = mope_sampler_sample(smp, d.logits, d.n_vocab, hist[s], len[s], err);
                 if (y < 0) {
                     rc = y;
                     break;
@@ -307,7 +297,7 @@ static int greedy_refs(pt_ctx *c, char **prompts, int n, char **out, mope_error 
                     done[s] = true;
                     continue;
                 }
-                hist[s][np[s] + len[s]++] = y;
+                hist[s][len[s]++] = y;
                 if (len[s] == T) done[s] = true;
                 else rc = mope_expert_feed(e, s, &y, 1, err);
                 active++;
@@ -315,15 +305,13 @@ static int greedy_refs(pt_ctx *c, char **prompts, int n, char **out, mope_error 
             if (!active) break;
         }
         for (int s = 0; !rc && s < nb; s++) {
-            out[i0 + s] = mope_tokenizer_decode_alloc(c->tok, hist[s] + np[s], len[s], MOPE_DECODE_STRIP_SPACE, NULL,
-                                                      err);
+            out[i0 + s] = mope_tokenizer_decode_alloc(c->tok, hist[s], len[s], MOPE_DECODE_STRIP_SPACE, NULL, err);
             if (!out[i0 + s]) rc = err ? err->code : MOPE_ENOMEM;
         }
     }
     mope_dist_free(&d);
     for (int s = 0; hist && s < S; s++) free(hist[s]);
     free(hist);
-    free(np);
     free(len);
     free(done);
     mope_sampler_free(smp);
