@@ -98,6 +98,16 @@ static void test_error(void **state) {
     assert_null(mope_alloc(SIZE_MAX / 2, 4));
 }
 
+/* FNV-1a 64 reference vectors (from the algorithm's published test suite),
+ * and chaining: hashing in two calls equals hashing in one. */
+static void test_hash64(void **state) {
+    (void)state;
+    assert_true(mope_hash64(MOPE_HASH64_INIT, "", 0) == 0xcbf29ce484222325ull);
+    assert_true(mope_hash64(MOPE_HASH64_INIT, "a", 1) == 0xaf63dc4c8601ec8cull);
+    assert_true(mope_hash64(MOPE_HASH64_INIT, "foobar", 6) == 0x85944171f73967e8ull);
+    assert_true(mope_hash64(mope_hash64(MOPE_HASH64_INIT, "foo", 3), "bar", 3) == 0x85944171f73967e8ull);
+}
+
 static void test_utf8(void **state) {
     (void)state;
     const char ok[] = "a\xc3\xa9\xe2\x82\xac\xf0\x9f\xa6\x99"; /* a é € 🦙 */
@@ -127,6 +137,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_f16_exact), cmocka_unit_test(test_f16_rounding), cmocka_unit_test(test_bf16),
         cmocka_unit_test(test_pool),      cmocka_unit_test(test_rng),          cmocka_unit_test(test_error), cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_hash64),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -158,6 +158,13 @@ void mope_pool_run(mope_pool *p, mope_pool_fn fn, void *ctx);
 /* Number of online CPUs (>= 1). */
 int mope_cpu_count(void);
 
+/* ---- hashing ----
+ * 64-bit FNV-1a: a fingerprint for cache keys and stamps (not for
+ * security).  Chain calls by passing the previous result as h; start from
+ * MOPE_HASH64_INIT. */
+#define MOPE_HASH64_INIT 0xcbf29ce484222325ull
+uint64_t mope_hash64(uint64_t h, const void *data, size_t n);
+
 /* ---- text ----
  * Model output is bytes: a sampled sequence of byte tokens need not be valid
  * UTF-8.  Before such text goes into JSON or a report it is made valid by

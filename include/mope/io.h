@@ -24,6 +24,10 @@ int mope_io_write_atomic(const char *path, const void *data, size_t n, mope_erro
 int mope_io_read_file(const char *path, void **data, size_t *n, mope_error *err);
 int mope_io_read_file_max(const char *path, size_t max_bytes, void **data, size_t *n, mope_error *err);
 
+/* Folds the contents of the file at path into *h (mope_hash64), streaming,
+ * so files of any size can be fingerprinted. */
+int mope_io_hash_file(const char *path, uint64_t *h, mope_error *err);
+
 /* Streaming form of the atomic write, for outputs too large to build in
  * memory: open, write any number of times, then commit (renames into place)
  * or abort (removes the temp file).  Both commit and abort free f. */

@@ -62,6 +62,9 @@ static const char *const HELP =
     "  --no-labelers        skip the PrefBench labelers\n"
     "  --wordnet DIR        WordNet for the labelers (default /usr/share/wordnet)\n"
     "  --no-resume          regenerate everything, replacing generations.jsonl\n"
+    "                       (without it a rerun into the same --out keeps the\n"
+    "                       records there; refused if the sampling options or any\n"
+    "                       file of the bundle changed since)\n"
     "  -q, --quiet          no progress line\n"
     "  -t, --threads N      threads (default: all CPUs)\n"
     "  -h, --help           show this help\n";

@@ -29,6 +29,12 @@ uint64_t mope_rng_u64(mope_rng *r) {
     return result;
 }
 
+uint64_t mope_hash64(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
 float mope_rng_uniform(mope_rng *r) { return (float)(mope_rng_u64(r) >> 40) * (1.0f / 16777216.0f); }
 
 float mope_rng_normal(mope_rng *r) {

@@ -236,6 +236,22 @@ static int run_batch(eval_run *r, int ci, int mi, int start, int n, mope_error *
     return rc;
 }
 
+/* Fingerprint of the manifest and every file it names, so that a resumed run
+ * never mixes generations or scores of other models (a retrained PCM or
+ * reward model, new references) into its tables. */
+static int bundle_fingerprint(const mope_bundle *b, const char *manifest, uint64_t *h, mope_error *err) {
+    const char *fixed[] = {manifest, b->tokenizer, b->base, b->references, b->pcm, b->multitask};
+    int rc = 0;
+    for (size_t i = 0; !rc && i < sizeof fixed / sizeof *fixed; i++)
+        if (fixed[i]) rc = mope_io_hash_file(fixed[i], h, err);
+    for (int i = 0; !rc && i < b->n_experts; i++) {
+        const char *p = b->experts[i].adapter ? b->experts[i].adapter : b->experts[i].model;
+        if (p) rc = mope_io_hash_file(p, h, err);
+    }
+    for (int i = 0; !rc && i < b->n_rewards; i++) rc = mope_io_hash_file(b->rewards[i].path, h, err);
+    return rc ? mope_error_prefix(err, "fingerprinting the bundle") : 0;
+}
+
 /* ---- resume ---- */
 
 /* Fills the table from an earlier run's records; *have[p, c, m] marks them.
@@ -248,12 +264,23 @@ static int load_previous(eval_run *r, unsigned char *have, mope_error *err) {
     int n = 0, dropped = 0;
     int rc = eval_records_read(path, &rec, &n, &dropped, err);
     if (rc) return rc;
-    for (int i = 0; !rc && i < n; i++)
-        if (!rec[i].settings || strcmp(rec[i].settings, r->settings) != 0)
+    const char *mk = strstr(r->settings, " models=");
+    size_t sampling_len = mk ? (size_t)(mk - r->settings) : strlen(r->settings);
+    for (int i = 0; !rc && i < n; i++) {
+        if (rec[i].settings && strcmp(rec[i].settings, r->settings) == 0) continue;
+        bool same_sampling = mk && rec[i].settings && strncmp(rec[i].settings, r->settings, sampling_len) == 0 &&
+                             strncmp(rec[i].settings + sampling_len, " models=", 8) == 0;
+        if (same_sampling)
+            rc = mope_error_set(err, MOPE_EINVAL,
+                                "%s holds generations made with other models (a bundle file changed since: "
+                                "\"%s\", now \"%s\"): use another output folder or --no-resume",
+                                path, rec[i].settings + sampling_len + 1, mk + 1);
+        else
             rc = mope_error_set(err, MOPE_EINVAL,
                                 "%s holds generations made with other settings (\"%s\", now \"%s\"): use another "
                                 "output folder or --no-resume",
                                 path, rec[i].settings ? rec[i].settings : "none", r->settings);
+    }
     for (int i = 0; !rc && i < n; i++) {
         int pi = -1, ci = mope_eval_combo_index(&r->res, rec[i].preference), mi = mope_eval_method_index(&r->res, rec[i].method);
         for (int p = 0; p < r->np && pi < 0; p++)
@@ -379,12 +406,15 @@ static int prepare(eval_run *r, mope_error *err) {
     free(cn);
     free(mn);
     free(role);
+    uint64_t models = MOPE_HASH64_INIT;
+    if (!rc) rc = bundle_fingerprint(r->b, o->bundle, &models, err);
     const mope_sampler_params *sp = &o->sampler;
     snprintf(r->settings, sizeof r->settings,
              "seed=%llu temp=%g top_k=%d top_p=%g min_p=%g repeat_penalty=%g repeat_last_n=%d no_repeat_ngram=%d "
-             "max_tokens=%d min_weight=%g",
+             "max_tokens=%d min_weight=%g models=%016llx",
              (unsigned long long)sp->seed, sp->temp, sp->top_k, sp->top_p, sp->min_p, sp->repeat_penalty,
-             sp->repeat_last_n, sp->no_repeat_ngram, o->max_tokens, (double)o->min_weight);
+             sp->repeat_last_n, sp->no_repeat_ngram, o->max_tokens, (double)o->min_weight,
+             (unsigned long long)models);
     return rc;
 }
 

@@ -189,3 +189,22 @@ int mope_io_read_file_max(const char *path, size_t max_bytes, void **data, size_
 int mope_io_read_file(const char *path, void **data, size_t *n, mope_error *err) {
     return mope_io_read_file_max(path, MOPE_IO_READ_MAX, data, n, err);
 }
+
+int mope_io_hash_file(const char *path, uint64_t *h, mope_error *err) {
+    if (!path || !h) return mope_error_set(err, MOPE_EINVAL, "NULL path");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return mope_error_set(err, MOPE_EIO, "%s: cannot open: %s", path, strerror(errno));
+    enum { CHUNK = 1 << 16 };
+    unsigned char *buf = malloc(CHUNK);
+    int rc = buf ? 0 : mope_error_set(err, MOPE_ENOMEM, "out of memory");
+    while (!rc) {
+        ssize_t r = read(fd, buf, CHUNK);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) rc = mope_error_set(err, MOPE_EIO, "%s: read failed: %s", path, strerror(errno));
+        if (r <= 0) break;
+        *h = mope_hash64(*h, buf, (size_t)r);
+    }
+    free(buf);
+    close(fd);
+    return rc;
+}

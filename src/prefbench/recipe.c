@@ -120,10 +120,7 @@ static int mkdirs(const char *path, mope_error *err) {
 
 /* ---- stamps ---- */
 
-static uint64_t fnv(uint64_t h, const char *s) {
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 0x100000001b3ull;
-    return h;
-}
+static uint64_t fnv(uint64_t h, const char *s) { return mope_hash64(h, s, strlen(s)); }
 
 static uint64_t g_stage_hash; /* set by stage_begin, read by stage_end (single-threaded driver) */
 

@@ -4,8 +4,9 @@
 # written, each JSONL record parses with the scores of its combination's
 # choices, a reward-model score equals sigmoid(R(x, y) - R(x, y_ref)) as
 # 'mope score' computes it, the SVGs parse as XML, results.md has its
-# tables, a rerun resumes without regenerating, the same seed gives the same
-# generations, and bad inputs fail cleanly.
+# tables, a rerun resumes without regenerating (and refuses to when a model
+# file changed), the same seed gives the same generations, and bad inputs
+# fail cleanly.
 set -euo pipefail
 MOPE=$1
 BUNDLE_DIR=$3
@@ -97,6 +98,16 @@ cmp "$OUT/generations.jsonl" "$WORK/g1.jsonl"
 # other settings in the same folder are refused
 fails_cleanly "$MOPE" eval "${ARGS[@]}" -o "$OUT" --temp 0.5
 expect_grep "names the settings clash" "other settings" "$WORK/fc.err"
+# a copy of the bundle resumes (the check is on contents, not paths); once a
+# model in it changes (a retrained reward model, say), the folder is refused
+cp -r "$BUNDLE_DIR" "$WORK/bcopy"
+CARGS=("${ARGS[@]}")
+CARGS[1]=$WORK/bcopy/bundle.json
+"$MOPE" eval "${CARGS[@]}" -o "$OUT" -q >/dev/null 2>"$WORK/e3.err"
+expect_grep "copy resumes" "54 generations taken from an earlier run" "$WORK/e3.err"
+cp "$WORK/bcopy/rm/P1B.gguf" "$WORK/bcopy/rm/P1A.gguf"
+fails_cleanly "$MOPE" eval "${CARGS[@]}" -o "$OUT"
+expect_grep "names the models clash" "other models (a bundle file changed" "$WORK/fc.err"
 
 # the same seed gives the same generations in a fresh folder (one combination)
 "$MOPE" eval "${ARGS[@]}" --combos P1B+P2B+P3B -o "$WORK/out2" -q >/dev/null 2>&1
