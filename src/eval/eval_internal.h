@@ -15,7 +15,7 @@ typedef struct eval_ref {
 
 /* A generation record read back from generations.jsonl. */
 typedef struct eval_record {
-    char *id, *preference, *method, *settings;
+    char *id, *preference, *method, *settings, *models; /* models: the bundle's fingerprint (may be NULL) */
     double u_lab, u_rm;      /* NaN when absent (null) */
     int K, T;                /* token weights: K sources over T tokens (0 when absent) */
     char **names;            /* K */

@@ -281,6 +281,7 @@ static int rec_line(void *user, char *line, long lineno, bool last, mope_error *
         e->preference = strdup(pref);
         e->method = strdup(method);
         e->settings = dup_or_null(str_field(o, "settings"));
+        e->models = dup_or_null(str_field(o, "models"));
         const cJSON *sc = cJSON_GetObjectItemCaseSensitive(o, "scores");
         e->u_lab = num_or_nan(sc, "utility_labeler");
         e->u_rm = num_or_nan(sc, "utility_rm");
@@ -321,6 +322,7 @@ void eval_records_free(eval_record *r, int n) {
         free(r[i].preference);
         free(r[i].method);
         free(r[i].settings);
+        free(r[i].models);
         for (int k = 0; r[i].names && k < r[i].K; k++) free(r[i].names[k]);
         free(r[i].names);
         free(r[i].weights);

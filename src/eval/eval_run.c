@@ -174,6 +174,7 @@ static int write_record(eval_run *r, int pi, int ci, int mi, const mope_method_r
         }
     }
     cJSON_AddStringToObject(o, "settings", r->settings);
+    cJSON_AddStringToObject(o, "models", r->models);
     char *line = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!line) return mope_error_set(err, MOPE_ENOMEM, "out of memory");
@@ -264,22 +265,17 @@ static int load_previous(eval_run *r, unsigned char *have, mope_error *err) {
     int n = 0, dropped = 0;
     int rc = eval_records_read(path, &rec, &n, &dropped, err);
     if (rc) return rc;
-    const char *mk = strstr(r->settings, " models=");
-    size_t sampling_len = mk ? (size_t)(mk - r->settings) : strlen(r->settings);
     for (int i = 0; !rc && i < n; i++) {
-        if (rec[i].settings && strcmp(rec[i].settings, r->settings) == 0) continue;
-        bool same_sampling = mk && rec[i].settings && strncmp(rec[i].settings, r->settings, sampling_len) == 0 &&
-                             strncmp(rec[i].settings + sampling_len, " models=", 8) == 0;
-        if (same_sampling)
-            rc = mope_error_set(err, MOPE_EINVAL,
-                                "%s holds generations made with other models (a bundle file changed since: "
-                                "\"%s\", now \"%s\"): use another output folder or --no-resume",
-                                path, rec[i].settings + sampling_len + 1, mk + 1);
-        else
+        if (!rec[i].settings || strcmp(rec[i].settings, r->settings) != 0)
             rc = mope_error_set(err, MOPE_EINVAL,
                                 "%s holds generations made with other settings (\"%s\", now \"%s\"): use another "
                                 "output folder or --no-resume",
                                 path, rec[i].settings ? rec[i].settings : "none", r->settings);
+        else if (!rec[i].models || strcmp(rec[i].models, r->models) != 0)
+            rc = mope_error_set(err, MOPE_EINVAL,
+                                "%s holds generations made with other models (a bundle file changed since: fingerprint "
+                                "%s, now %s): use another output folder or --no-resume",
+                                path, rec[i].models ? rec[i].models : "none", r->models);
     }
     for (int i = 0; !rc && i < n; i++) {
         int pi = -1, ci = mope_eval_combo_index(&r->res, rec[i].preference), mi = mope_eval_method_index(&r->res, rec[i].method);
@@ -408,13 +404,13 @@ static int prepare(eval_run *r, mope_error *err) {
     free(role);
     uint64_t models = MOPE_HASH64_INIT;
     if (!rc) rc = bundle_fingerprint(r->b, o->bundle, &models, err);
+    snprintf(r->models, sizeof r->models, "%016llx", (unsigned long long)models);
     const mope_sampler_params *sp = &o->sampler;
     snprintf(r->settings, sizeof r->settings,
              "seed=%llu temp=%g top_k=%d top_p=%g min_p=%g repeat_penalty=%g repeat_last_n=%d no_repeat_ngram=%d "
-             "max_tokens=%d min_weight=%g models=%016llx",
+             "max_tokens=%d min_weight=%g",
              (unsigned long long)sp->seed, sp->temp, sp->top_k, sp->top_p, sp->min_p, sp->repeat_penalty,
-             sp->repeat_last_n, sp->no_repeat_ngram, o->max_tokens, (double)o->min_weight,
-             (unsigned long long)models);
+             sp->repeat_last_n, sp->no_repeat_ngram, o->max_tokens, (double)o->min_weight);
     return rc;
 }
 

@@ -42,6 +42,7 @@ typedef struct eval_run {
     int nm;
     mope_eval_results res;
     char settings[256];
+    char models[17]; /* fingerprint of the bundle's files (hex) */
     char **notes;
     int n_notes;
     /* models, loaded when first needed */
