@@ -255,9 +255,9 @@ static void check_linear_input_grad(float drop) {
     fill_normal(x, (size_t)N * NI, 1.0f, 0.0f, &rng);
     fill_normal(cc, (size_t)N * NO, 1.0f, 0.0f, &rng);
     const float *W = m->w.layer[1].wo;
-    tl_linear_fwd(out, x, W, N, NI, NO, false);
+    tl_linear_fwd(m->pool, out, x, W, N, NI, NO, false);
     tlora_fwd(m, id, out, x, N);
-    tl_linear_bwd(din, NULL, cc, x, W, N, NI, NO, false);
+    tl_linear_bwd(m->pool, din, NULL, cc, x, W, N, NI, NO, false);
     tlora_bwd(m, id, din, cc, x, N);
     int dropped = 0;
     for (int n = 0; n < N; n++)

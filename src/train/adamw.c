@@ -50,7 +50,10 @@ void mope_train_adamw_update(float *p, const float *g, float *m, float *v, size_
     /* bias corrections in double: 1 - b2^t is tiny for small t */
     float bc1 = (float)(1.0 - pow(b1, (double)t)), bc2 = (float)(1.0 - pow(b2, (double)t));
     float shrink = decay ? 1.0f - lr * c->weight_decay : 1.0f;
-    for (size_t i = 0; i < n; i++) {
+    size_t i = 0;
+    if (tl_kernels_best() == &tl_kernels_avx2)
+        i = tl_adamw_avx2(p, g, m, v, n, b1, b2, bc1, bc2, shrink, lr, c->eps);
+    for (; i < n; i++) {
         float gi = g[i];
         float mi = b1 * m[i] + (1.0f - b1) * gi;
         float vi = b2 * v[i] + (1.0f - b2) * gi * gi;

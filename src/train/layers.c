@@ -11,27 +11,75 @@
 #include <math.h>
 #include <string.h>
 
-void tl_blas_threads(int n) {
-    /* OpenBLAS's thread count is process-global and the inference engine
-     * sets it to 1; set ours before each pass. */
-    if (openblas_get_num_threads() != n) openblas_set_num_threads(n);
+/* ---- sgemm split over the pool ----
+ * Each thread multiplies one block of rows of C (of columns when C has too
+ * few rows to share) with a single-threaded OpenBLAS call.  Measured faster
+ * than OpenBLAS's own threads (bench_train_cmp, 30M, 2 threads, docs/
+ * BENCHMARKS.md): OpenBLAS's workers yield-spin between calls and compete
+ * with the pool's workers for the cores.  One block per thread because
+ * every block packs the other operand again: fixed blocks of 128 rows,
+ * which would make the calls independent of the thread count, cost 6-12%
+ * at one thread.  So, as with OpenBLAS's threads, the thread count may
+ * change low bits (a block's shape can change OpenBLAS's kernel path). */
+
+typedef struct {
+    bool ta, tb, by_col;
+    int M, N, K, lda, ldb, ldc;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+} sgemm_job;
+
+#define TL_SGEMM_ALIGN 16 /* block edges on the kernel's register-tile rows */
+
+static void sgemm_job_fn(void *ctx, int ith, int nth) {
+    const sgemm_job *j = ctx;
+    int64_t n = j->by_col ? j->N : j->M, blo, bhi;
+    mope_split((n + TL_SGEMM_ALIGN - 1) / TL_SGEMM_ALIGN, ith, nth, &blo, &bhi);
+    int64_t lo = blo * TL_SGEMM_ALIGN, hi = bhi * TL_SGEMM_ALIGN < n ? bhi * TL_SGEMM_ALIGN : n;
+    if (hi <= lo) return;
+    const float *A = j->A, *B = j->B;
+    float *C = j->C;
+    int M = j->M, N = j->N;
+    if (j->by_col) { /* columns lo..hi of B and C */
+        B += j->tb ? lo * j->ldb : lo;
+        C += lo;
+        N = (int)(hi - lo);
+    } else { /* rows lo..hi of A and C */
+        A += j->ta ? lo : lo * j->lda;
+        C += lo * j->ldc;
+        M = (int)(hi - lo);
+    }
+    cblas_sgemm(CblasRowMajor, j->ta ? CblasTrans : CblasNoTrans, j->tb ? CblasTrans : CblasNoTrans, M, N, j->K,
+                j->alpha, A, j->lda, B, j->ldb, j->beta, C, j->ldc);
+}
+
+void tl_sgemm(mope_pool *p, bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc) {
+    /* OpenBLAS's thread count is process-global (the inference engine
+     * also wants 1): the pool provides the threads */
+    if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+    int nth = mope_pool_size(p);
+    sgemm_job j = {ta, tb, M < 2 * TL_SGEMM_ALIGN * nth && N > M, M, N, K, lda, ldb, ldc, alpha, beta, A, B, C};
+    /* a split smaller than this costs more in dispatch than it saves */
+    if (nth == 1 || (int64_t)M * N * K < 65536)
+        sgemm_job_fn(&j, 0, 1);
+    else
+        mope_pool_run(p, sgemm_job_fn, &j);
 }
 
 /* ---- linear: out[N, NO] = in[N, NI] . W[NO, NI]^T ---- */
 
-void tl_linear_fwd(float *out, const float *in, const float *W, int N, int NI, int NO, bool acc) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, NO, NI, 1.0f, in, NI, W, NI, acc ? 1.0f : 0.0f, out, NO);
+void tl_linear_fwd(mope_pool *p, float *out, const float *in, const float *W, int N, int NI, int NO, bool acc) {
+    tl_sgemm(p, false, true, N, NO, NI, 1.0f, in, NI, W, NI, acc ? 1.0f : 0.0f, out, NO);
 }
 
-void tl_linear_bwd(float *din, float *dW, const float *dout, const float *in, const float *W, int N, int NI, int NO,
-                   bool din_acc) {
+void tl_linear_bwd(mope_pool *p, float *din, float *dW, const float *dout, const float *in, const float *W, int N,
+                   int NI, int NO, bool din_acc) {
     /* din[N, NI] = dout[N, NO] . W[NO, NI] */
-    if (din)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, NI, NO, 1.0f, dout, NO, W, NI, din_acc ? 1.0f : 0.0f,
-                    din, NI);
+    if (din) tl_sgemm(p, false, false, N, NI, NO, 1.0f, dout, NO, W, NI, din_acc ? 1.0f : 0.0f, din, NI);
     /* dW[NO, NI] += dout^T[NO, N] . in[N, NI] */
-    if (dW)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, NO, NI, N, 1.0f, dout, NO, in, NI, 1.0f, dW, NI);
+    if (dW) tl_sgemm(p, true, false, NO, NI, N, 1.0f, dout, NO, in, NI, 1.0f, dW, NI);
 }
 
 /* ---- embedding: out[n] = wte[tok[n]] ---- */

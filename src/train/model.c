@@ -176,13 +176,13 @@ mope_train_model *tm_create(const mope_train_config *c, int n_threads, bool allo
         }
 
     m->pool = mope_pool_create(n_threads, err);
+    m->gemm_pool = m->pool;
     if (!m->pool) {
         mope_train_model_free(m);
         return NULL;
     }
     m->n_threads = mope_pool_size(m->pool);
     m->kern = tl_kernels_best();
-    m->blas_threads = m->n_threads;
     return m;
 oom:
     mope_error_set(err, MOPE_ENOMEM, "out of memory creating the trainable model");

@@ -23,9 +23,9 @@ static void block_fwd(mope_train_model *m, int l) {
 
     tl_rmsnorm_fwd(m->pool, xn1, rstd1, x, w->attn_norm, N, C, c->rms_eps);
     int id = l * TL_NLIN;
-    tl_linear_fwd(q, xn1, w->wq, N, C, QD, false); /* [N, QD] */
-    tl_linear_fwd(k, xn1, w->wk, N, C, KD, false); /* [N, KD] */
-    tl_linear_fwd(v, xn1, w->wv, N, C, KD, false); /* [N, KD] */
+    tl_linear_fwd(m->gemm_pool, q, xn1, w->wq, N, C, QD, false); /* [N, QD] */
+    tl_linear_fwd(m->gemm_pool, k, xn1, w->wk, N, C, KD, false); /* [N, KD] */
+    tl_linear_fwd(m->gemm_pool, v, xn1, w->wv, N, C, KD, false); /* [N, KD] */
     tlora_fwd(m, id + TL_Q, q, xn1, N);
     tlora_fwd(m, id + TL_K, k, xn1, N);
     tlora_fwd(m, id + TL_V, v, xn1, N);
@@ -33,16 +33,16 @@ static void block_fwd(mope_train_model *m, int l) {
     tl_rope_fwd(m->pool, k, N, T, c->n_head_kv, m->hd, m->rope_cos, m->rope_sin);
     tl_attn_fwd(m->pool, m->kern, m->d.thr, yatt, att, q, k, v, B, T, c->n_head, c->n_head_kv, m->hd);
     memcpy(mid, x, NC * sizeof(float));
-    tl_linear_fwd(mid, yatt, w->wo, N, QD, C, true); /* mid = x + yatt Wo^T */
+    tl_linear_fwd(m->gemm_pool, mid, yatt, w->wo, N, QD, C, true); /* mid = x + yatt Wo^T */
     tlora_fwd(m, id + TL_O, mid, yatt, N);
     tl_rmsnorm_fwd(m->pool, xn2, rstd2, mid, w->ffn_norm, N, C, c->rms_eps);
-    tl_linear_fwd(gate, xn2, w->wg, N, C, F, false); /* [N, F] */
-    tl_linear_fwd(up, xn2, w->wu, N, C, F, false);   /* [N, F] */
+    tl_linear_fwd(m->gemm_pool, gate, xn2, w->wg, N, C, F, false); /* [N, F] */
+    tl_linear_fwd(m->gemm_pool, up, xn2, w->wu, N, C, F, false);   /* [N, F] */
     tlora_fwd(m, id + TL_GATE, gate, xn2, N);
     tlora_fwd(m, id + TL_UP, up, xn2, N);
     tl_swiglu_fwd(m->pool, h, gate, up, NF);
     memcpy(out, mid, NC * sizeof(float));
-    tl_linear_fwd(out, h, w->wd, N, F, C, true); /* out = mid + h Wd^T */
+    tl_linear_fwd(m->gemm_pool, out, h, w->wd, N, F, C, true); /* out = mid + h Wd^T */
     tlora_fwd(m, id + TL_DOWN, out, h, N);
 }
 
@@ -64,25 +64,25 @@ static void block_bwd(mope_train_model *m, int l) {
     float *gate = a->gate + l * NF, *up = a->up + l * NF, *h = a->hmlp + l * NF;
 
     /* MLP */
-    tl_linear_bwd(d->dfa, g->wd, d->dres, h, w->wd, N, F, C, false);    /* dh [N, F] */
+    tl_linear_bwd(m->gemm_pool, d->dfa, g->wd, d->dres, h, w->wd, N, F, C, false);    /* dh [N, F] */
     tlora_bwd(m, id + TL_DOWN, d->dfa, d->dres, h, N);
     tl_swiglu_bwd(m->pool, d->dfa, d->dfb, d->dfa, gate, up, NF);         /* dgate, dup */
-    tl_linear_bwd(d->dxn, g->wg, d->dfa, xn2, w->wg, N, C, F, false);    /* dxn2 [N, C] */
-    tl_linear_bwd(d->dxn, g->wu, d->dfb, xn2, w->wu, N, C, F, true);
+    tl_linear_bwd(m->gemm_pool, d->dxn, g->wg, d->dfa, xn2, w->wg, N, C, F, false);    /* dxn2 [N, C] */
+    tl_linear_bwd(m->gemm_pool, d->dxn, g->wu, d->dfb, xn2, w->wu, N, C, F, true);
     tlora_bwd(m, id + TL_GATE, d->dxn, d->dfa, xn2, N);
     tlora_bwd(m, id + TL_UP, d->dxn, d->dfb, xn2, N);
     tl_rmsnorm_bwd(m->pool, d->dres, g->ffn_norm, d->dxn, mid, rstd2, w->ffn_norm, N, C); /* dres = d mid */
 
     /* attention */
-    tl_linear_bwd(d->dy, g->wo, d->dres, yatt, w->wo, N, QD, C, false); /* dyatt [N, QD] */
+    tl_linear_bwd(m->gemm_pool, d->dy, g->wo, d->dres, yatt, w->wo, N, QD, C, false); /* dyatt [N, QD] */
     tlora_bwd(m, id + TL_O, d->dy, d->dres, yatt, N);
     tl_attn_bwd(m->pool, m->kern, d->thr, d->dq, d->dk, d->dv, d->dy, att, q, k, v, B, T, c->n_head, c->n_head_kv,
                 m->hd);
     tl_rope_bwd(m->pool, d->dq, N, T, c->n_head, m->hd, m->rope_cos, m->rope_sin);
     tl_rope_bwd(m->pool, d->dk, N, T, c->n_head_kv, m->hd, m->rope_cos, m->rope_sin);
-    tl_linear_bwd(d->dxn, g->wq, d->dq, xn1, w->wq, N, C, QD, false); /* dxn1 [N, C] */
-    tl_linear_bwd(d->dxn, g->wk, d->dk, xn1, w->wk, N, C, KD, true);
-    tl_linear_bwd(d->dxn, g->wv, d->dv, xn1, w->wv, N, C, KD, true);
+    tl_linear_bwd(m->gemm_pool, d->dxn, g->wq, d->dq, xn1, w->wq, N, C, QD, false); /* dxn1 [N, C] */
+    tl_linear_bwd(m->gemm_pool, d->dxn, g->wk, d->dk, xn1, w->wk, N, C, KD, true);
+    tl_linear_bwd(m->gemm_pool, d->dxn, g->wv, d->dv, xn1, w->wv, N, C, KD, true);
     tlora_bwd(m, id + TL_Q, d->dxn, d->dq, xn1, N);
     tlora_bwd(m, id + TL_K, d->dxn, d->dk, xn1, N);
     tlora_bwd(m, id + TL_V, d->dxn, d->dv, xn1, N);
@@ -93,7 +93,6 @@ static void block_bwd(mope_train_model *m, int l) {
 static void trunk_fwd(mope_train_model *m) {
     const mope_train_config *c = &m->cfg;
     int N = m->B * m->T;
-    tl_blas_threads(m->blas_threads);
     tlora_begin(m);
     tl_embed_fwd(m->pool, m->a.res, m->w.embd, m->tok, N, c->n_embd);
     for (int l = 0; l < c->n_layer; l++) block_fwd(m, l);
@@ -105,7 +104,6 @@ static void trunk_fwd(mope_train_model *m) {
 static void trunk_bwd(mope_train_model *m) {
     const mope_train_config *c = &m->cfg;
     int N = m->B * m->T, C = c->n_embd;
-    tl_blas_threads(m->blas_threads);
     memset(m->d.dres, 0, (size_t)N * C * sizeof(float));
     tl_rmsnorm_bwd(m->pool, m->d.dres, m->lora ? NULL : m->g.out_norm, m->d.dxn,
                    m->a.res + (size_t)c->n_layer * N * C, m->a.rstdf, m->w.out_norm, N, C);
@@ -159,7 +157,7 @@ int mope_train_model_forward(mope_train_model *m, const int32_t *tokens, const i
 
     trunk_fwd(m);
     const mope_train_config *c = &m->cfg;
-    tl_linear_fwd(m->a.logits, m->a.xf, m->w.out, (int)N, c->n_embd, c->n_vocab, false); /* [N, V] */
+    tl_linear_fwd(m->gemm_pool, m->a.logits, m->a.xf, m->w.out, (int)N, c->n_embd, c->n_vocab, false); /* [N, V] */
     tlora_fwd(m, c->n_layer * TL_NLIN, m->a.logits, m->a.xf, (int)N);
     double sum = tl_ce_fwd(m->pool, m->a.lse, m->a.nll, m->a.logits, m->tgt, m->wgt, (int)N, c->n_vocab);
     float l = wsum > 0 ? (float)(sum / wsum) : 0.0f;
@@ -182,8 +180,7 @@ int mope_train_model_backward(mope_train_model *m, float scale, mope_error *err)
     int N = m->B * m->T;
     float coef = m->wsum > 0 ? (float)(scale / m->wsum) : 0.0f;
     tl_ce_bwd(m->pool, m->a.logits, m->a.lse, m->tgt, m->wgt, N, c->n_vocab, coef); /* dlogits */
-    tl_blas_threads(m->blas_threads);
-    tl_linear_bwd(m->d.dxn, m->lora ? NULL : m->g.out, m->a.logits, m->a.xf, m->w.out, N, c->n_embd, c->n_vocab,
+    tl_linear_bwd(m->gemm_pool, m->d.dxn, m->lora ? NULL : m->g.out, m->a.logits, m->a.xf, m->w.out, N, c->n_embd, c->n_vocab,
                   false); /* dxf */
     tlora_bwd(m, c->n_layer * TL_NLIN, m->d.dxn, m->a.logits, m->a.xf, N);
     trunk_bwd(m);

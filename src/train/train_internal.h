@@ -142,9 +142,9 @@ struct mope_train_model {
     mope_train_tensor *tensors;
     float *rope_cos, *rope_sin; /* [n_ctx, hd/2] */
     mope_pool *pool;
+    mope_pool *gemm_pool; /* = pool; tests set NULL: unsplit sgemms, thread-count-free bits */
     int n_threads;
     const tl_kernels *kern; /* attention row kernels (tests may swap them) */
-    int blas_threads;       /* = n_threads (tests set 1 to isolate sgemm) */
 
     /* the last forward */
     int mode, B, T;
@@ -176,14 +176,24 @@ mope_train_model *tm_create(const mope_train_config *c, int n_threads, bool allo
  * m->a, m->d (and the input copies) to it. */
 int tm_prepare(mope_train_model *m, int mode, int B, int T, mope_error *err);
 
+/* adamw_avx2.c: mope_train_adamw_update's loop over the first n - n % 8
+ * elements, bit for bit; returns how many it did. */
+size_t tl_adamw_avx2(float *p, const float *g, float *m, float *v, size_t n, float b1, float b2, float bc1,
+                     float bc2, float shrink, float lr, float eps);
+
 /* layers.c: pool-parallel kernels.  Linear maps use cblas_sgemm with W
- * stored (out, in). */
-void tl_blas_threads(int n);
+ * stored (out, in), split over the pool (tl_sgemm) with OpenBLAS itself
+ * on one thread. */
+/* C[M, N] = alpha op(A) op(B) + beta C, row-major, op = transpose when ta /
+ * tb; rows (or columns) of C split over the pool's threads (p NULL: one
+ * call on this thread). */
+void tl_sgemm(mope_pool *p, bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc);
 /* out[N, NO] = in[N, NI] W^T (+ out when acc) */
-void tl_linear_fwd(float *out, const float *in, const float *W, int N, int NI, int NO, bool acc);
+void tl_linear_fwd(mope_pool *p, float *out, const float *in, const float *W, int N, int NI, int NO, bool acc);
 /* din[N, NI] (= or += when din_acc) dout W; dW[NO, NI] += dout^T in. din
  * may be NULL; dW NULL (frozen weight) skips its sgemm. */
-void tl_linear_bwd(float *din, float *dW, const float *dout, const float *in, const float *W, int N, int NI, int NO,
+void tl_linear_bwd(mope_pool *p, float *din, float *dW, const float *dout, const float *in, const float *W, int N, int NI, int NO,
                    bool din_acc);
 
 void tl_embed_fwd(mope_pool *p, float *out, const float *wte, const int32_t *tok, int N, int C);
