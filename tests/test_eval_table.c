@@ -21,7 +21,12 @@
  * By hand: means X: mope 0.65, A 2/3, B 7/15; Y: mope 0.7, A 0.2.
  * mope vs A: X 1 win (p0) 1 tie (p1), p2 skipped; Y 3 wins.
  * mope vs B: X 1 win (p1) 1 loss (p0).
- * mope >= every baseline: X no (0.65 < 2/3), Y yes -> 1 of 2. */
+ * mope >= every baseline: X no (0.65 < 2/3), Y yes -> 1 of 2.
+ * Strongest baseline: A in both.  Paired gap mope - A: X over p0, p1 (p2
+ * has no mope) 0.2, 0.0: mean 0.1, sd sqrt(0.02 / 1), se sd / sqrt(2) =
+ * 0.1; Y 0.6, 0.5, 0.4: mean 0.5, sd 0.1, se 0.1 / sqrt(3).  Beyond two
+ * standard errors: X no (0.1 < 0.2), Y ahead.  RM mirror: strongest in X
+ * is B (8/15 > 1/3), gaps mope - B 0.1, -0.1: mean 0, se 0.1; Y -0.5. */
 static const double TAB[4][2][3] = {
     {{0.8, 0.5, NAN}, {0.7, 0.7, 0.7}},
     {{0.6, 0.5, 0.9}, {0.1, 0.2, 0.3}},
@@ -94,6 +99,29 @@ static void test_means_and_counts(void **state) {
     w = mope_eval_wtl_of(&r, MOPE_EVAL_RM, 1, 0, 1, 1e-9);
     assert_int_equal(w.loss, 3);
 
+    assert_int_equal(mope_eval_strongest(means, 4, 2, r.role, 0), 1);
+    assert_int_equal(mope_eval_strongest(means, 4, 2, r.role, 1), 1);
+    const unsigned char no_base[4] = {MOPE_EVAL_ROLE_TARGET, MOPE_EVAL_ROLE_STUDY, MOPE_EVAL_ROLE_STUDY,
+                                      MOPE_EVAL_ROLE_STUDY};
+    assert_int_equal(mope_eval_strongest(means, 4, 2, no_base, 0), -1);
+    mope_eval_gap gp = mope_eval_gap_of(&r, MOPE_EVAL_LABELER, 0, 0, 1);
+    assert_int_equal(gp.n, 2);
+    assert_float_equal(gp.mean, 0.1, 1e-12);
+    assert_float_equal(gp.se, 0.1, 1e-12);
+    gp = mope_eval_gap_of(&r, MOPE_EVAL_LABELER, 1, 0, 1);
+    assert_int_equal(gp.n, 3);
+    assert_float_equal(gp.mean, 0.5, 1e-12);
+    assert_float_equal(gp.se, 0.1 / sqrt(3.0), 1e-12);
+    gp = mope_eval_gap_of(&r, MOPE_EVAL_LABELER, 1, 0, 2); /* B has no Y values */
+    assert_int_equal(gp.n, 0);
+    assert_true(isnan(gp.mean) && isnan(gp.se));
+    double rm_means[8];
+    mope_eval_means(&r, MOPE_EVAL_RM, rm_means, NULL);
+    assert_int_equal(mope_eval_strongest(rm_means, 4, 2, r.role, 0), 2);
+    gp = mope_eval_gap_of(&r, MOPE_EVAL_RM, 0, 0, 2);
+    assert_float_equal(gp.mean, 0.0, 1e-12);
+    assert_float_equal(gp.se, 0.1, 1e-12);
+
     const double a[] = {1, 2, 3, NAN, 5}, b[] = {1, 1, 4, 0, INFINITY};
     w = mope_eval_compare(a, b, 5, 0);
     assert_int_equal(w.win, 1);
@@ -140,6 +168,17 @@ static void test_report_md(void **state) {
     /* RM is the mirror: mope is best nowhere, and its average is below A's */
     assert_non_null(strstr(md, "**mope >= every baseline on 0 of 2 combinations**; on average (each baseline against the target "
                                  "over the combinations it covers): no."));
+    /* the margin tables under each means table */
+    const char *mg = strstr(md, "Margin of mope over the strongest baseline");
+    assert_non_null(mg);
+    assert_non_null(strstr(mg, "| strongest baseline |      A |      A |"));
+    assert_non_null(strstr(mg, "| gap (mope - it)    | +0.100 | +0.500 |"));
+    assert_non_null(strstr(mg, "| standard error     |  0.100 |  0.058 |"));
+    assert_non_null(strstr(mg, "Beyond two standard errors: ahead on 1, behind on 0 of 2 combinations"));
+    mg = strstr(mg + 1, "Margin of mope over the strongest baseline");
+    assert_non_null(mg);
+    assert_non_null(strstr(mg, "| strongest baseline |      B |      A |"));
+    assert_non_null(strstr(mg, "Beyond two standard errors: ahead on 0, behind on 1 of 2 combinations"));
     /* the means row of mope (labeler): X 0.650, Y 0.700 (bold: best of the column), average 0.675 (bold) */
     assert_non_null(strstr(md, "| mope (target) |     0.650 | **0.700** | **0.675** |"));
     assert_non_null(strstr(md, "**0.700**"));
@@ -192,6 +231,11 @@ static void test_report_json(void **state) {
     cJSON *means = cJSON_GetObjectItem(lab, "means");
     assert_float_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(means, "A"), "X")->valuedouble, 2.0 / 3, 1e-9);
     assert_true(cJSON_IsNull(cJSON_GetObjectItem(cJSON_GetObjectItem(means, "B"), "Y")));
+    cJSON *gx = cJSON_GetObjectItem(cJSON_GetObjectItem(lab, "gap_to_strongest"), "X");
+    assert_string_equal(cJSON_GetObjectItem(gx, "baseline")->valuestring, "A");
+    assert_float_equal(cJSON_GetObjectItem(gx, "mean")->valuedouble, 0.1, 1e-9);
+    assert_float_equal(cJSON_GetObjectItem(gx, "se")->valuedouble, 0.1, 1e-9);
+    assert_int_equal(cJSON_GetObjectItem(gx, "n")->valueint, 2);
     cJSON *wy = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(lab, "wtl"), "A"), "Y");
     assert_int_equal(cJSON_GetArraySize(wy), 3);
     assert_int_equal(cJSON_GetArrayItem(wy, 0)->valueint, 3);

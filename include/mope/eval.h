@@ -103,6 +103,21 @@ int mope_eval_count_best(const double *m, int n_methods, int n_combos, const uns
 int mope_eval_avg_ok(const double *m, int n_methods, int n_combos, const unsigned char *role, int target,
                      double eps);
 
+/* The baseline with the highest mean in one combination of a means table
+ * (ties: the first), or -1 when no baseline has a value there. */
+int mope_eval_strongest(const double *m, int n_methods, int n_combos, const unsigned char *role, int combo);
+
+/* Per-prompt paired difference ma - mb in one combination, over the prompts
+ * where both have a value: its mean, its standard error (sample standard
+ * deviation / sqrt(n); NaN when n < 2) and n.  The gap between two means
+ * on the same prompts and seeds is judged against se, not against the
+ * spread of either method alone. */
+typedef struct mope_eval_gap {
+    double mean, se;
+    int n;
+} mope_eval_gap;
+mope_eval_gap mope_eval_gap_of(const mope_eval_results *r, int which, int combo, int ma, int mb);
+
 /* ------------------------------------------------------------------ */
 /* Markdown tables                                                     */
 /* ------------------------------------------------------------------ */

@@ -24,6 +24,8 @@ static const char *const HELP =
     "                     rerun with the same settings skips those present)\n"
     "  results.md         mean utility per method x combination (labelers, reward\n"
     "                     models), how often the target is >= every baseline,\n"
+    "                     its margin over the strongest baseline per combination\n"
+    "                     (paired mean difference and standard error),\n"
     "                     win/tie/loss of the target per baseline, top-k study\n"
     "  utility.svg        grouped bars: utility per combination and method\n"
     "  weights.svg        the target's weights along its first sample response\n"

@@ -90,6 +90,47 @@ static int put_table(FILE *f, const mope_eval_results *r, const char *first, con
     return 0;
 }
 
+/* Under the means table: the target against the strongest baseline of each
+ * combination, as a per-prompt paired gap with its standard error, so that
+ * a reader can tell a lead from the noise of this many prompts. */
+static int gap_section(FILE *f, const mope_eval_results *r, int which, const double *means, mope_error *err) {
+    const int M = r->n_methods, C = r->n_combos, target = mope_eval_target(r);
+    grid g;
+    if (grid_init(&g, 4, C + 1)) return mope_error_set(err, MOPE_ENOMEM, "out of memory");
+    snprintf(grid_cell(&g, 0, 0), CELL, "strongest baseline");
+    snprintf(grid_cell(&g, 1, 0), CELL, "its mean");
+    snprintf(grid_cell(&g, 2, 0), CELL, "gap (%s - it)", r->methods[target]);
+    snprintf(grid_cell(&g, 3, 0), CELL, "standard error");
+    int ahead = 0, behind = 0, shown = 0;
+    for (int c = 0; c < C; c++) {
+        int b = mope_eval_strongest(means, M, C, r->role, c);
+        mope_eval_gap gp = {NAN, NAN, 0};
+        if (b >= 0) gp = mope_eval_gap_of(r, which, c, target, b);
+        snprintf(grid_cell(&g, 0, 1 + c), CELL, "%s", b >= 0 ? r->methods[b] : "-");
+        fmt_num(grid_cell(&g, 1, 1 + c), CELL, b >= 0 ? means[b * C + c] : NAN, false);
+        if (isfinite(gp.mean)) snprintf(grid_cell(&g, 2, 1 + c), CELL, "%+.3f", gp.mean);
+        else snprintf(grid_cell(&g, 2, 1 + c), CELL, "-");
+        fmt_num(grid_cell(&g, 3, 1 + c), CELL, gp.se, false);
+        if (isfinite(gp.mean) && isfinite(gp.se)) {
+            shown++;
+            ahead += gp.mean > 2 * gp.se;
+            behind += gp.mean < -2 * gp.se;
+        }
+    }
+    fprintf(f,
+            "Margin of %s over the strongest baseline of each combination: the mean per-prompt difference "
+            "(same prompts, same seeds) and its standard error.\n\n",
+            r->methods[target]);
+    int rc = put_table(f, r, "", NULL, &g, err);
+    if (!rc)
+        fprintf(f,
+                "Beyond two standard errors: ahead on %d, behind on %d of %d combinations (the rest within the "
+                "noise of %d prompts).\n\n",
+                ahead, behind, shown, r->n_prompts);
+    grid_free(&g);
+    return rc;
+}
+
 /* The mean-utility table of one measure and the "target >= every baseline"
  * line under it. */
 static int means_section(FILE *f, const mope_eval_results *r, const mope_eval_report_info *info, int which,
@@ -129,6 +170,7 @@ static int means_section(FILE *f, const mope_eval_results *r, const mope_eval_re
                 "**%s >= every baseline on %d of %d combinations**; on average (each baseline against the target "
                 "over the combinations it covers): %s.\n\n",
                 r->methods[target], best, valid, avg_ok < 0 ? "n/a" : avg_ok ? "yes" : "no");
+        rc = gap_section(f, r, which, means, err);
     }
     grid_free(&g);
     free(means);
@@ -313,6 +355,17 @@ static void add_measure(cJSON *root, const mope_eval_results *r, const mope_eval
         int avg_ok = mope_eval_avg_ok(means, M, C, r->role, target, info->tie_eps);
         if (avg_ok < 0) cJSON_AddNullToObject(o, "target_avg_ge_baselines");
         else cJSON_AddBoolToObject(o, "target_avg_ge_baselines", avg_ok);
+        cJSON *gaps = cJSON_AddObjectToObject(o, "gap_to_strongest");
+        for (int c = 0; c < C; c++) {
+            int b = mope_eval_strongest(means, M, C, r->role, c);
+            if (b < 0) continue;
+            mope_eval_gap gp = mope_eval_gap_of(r, which, c, target, b);
+            cJSON *x = cJSON_AddObjectToObject(gaps, r->combos[c]);
+            cJSON_AddStringToObject(x, "baseline", r->methods[b]);
+            cJSON_AddItemToObject(x, "mean", num_or_null(gp.mean));
+            cJSON_AddItemToObject(x, "se", num_or_null(gp.se));
+            cJSON_AddNumberToObject(x, "n", gp.n);
+        }
         cJSON *w = cJSON_AddObjectToObject(o, "wtl");
         for (int m = 0; m < M; m++) {
             if (r->role[m] != MOPE_EVAL_ROLE_BASELINE) continue;

@@ -178,3 +178,36 @@ int mope_eval_avg_ok(const double *m, int n_methods, int n_combos, const unsigne
     }
     return any ? 1 : -1;
 }
+
+int mope_eval_strongest(const double *m, int n_methods, int n_combos, const unsigned char *role, int combo) {
+    int best = -1;
+    for (int j = 0; j < n_methods; j++) {
+        double v = m[j * n_combos + combo];
+        if (role[j] == MOPE_EVAL_ROLE_BASELINE && isfinite(v) && (best < 0 || v > m[best * n_combos + combo]))
+            best = j;
+    }
+    return best;
+}
+
+static bool pair_at(const mope_eval_results *r, int which, int p, int combo, int ma, int mb, double *d) {
+    double a = mope_eval_get(r, which, p, combo, ma), b = mope_eval_get(r, which, p, combo, mb);
+    *d = a - b;
+    return isfinite(a) && isfinite(b);
+}
+
+mope_eval_gap mope_eval_gap_of(const mope_eval_results *r, int which, int combo, int ma, int mb) {
+    mope_eval_gap g = {NAN, NAN, 0};
+    double s = 0, ss = 0, d;
+    for (int p = 0; p < r->n_prompts; p++)
+        if (pair_at(r, which, p, combo, ma, mb, &d)) {
+            s += d;
+            g.n++;
+        }
+    if (!g.n) return g;
+    g.mean = s / g.n;
+    /* squared deviations from the mean (two passes: no cancellation) */
+    for (int p = 0; p < r->n_prompts; p++)
+        if (pair_at(r, which, p, combo, ma, mb, &d)) ss += (d - g.mean) * (d - g.mean);
+    if (g.n >= 2) g.se = sqrt(ss / (g.n - 1) / g.n);
+    return g;
+}
