@@ -303,7 +303,8 @@ static void test_clip(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_adamw_hand),  cmocka_unit_test(test_adamw_many),  cmocka_unit_test(test_schedule),     cmocka_unit_test(test_clip),
+        cmocka_unit_test(test_adamw_hand),   cmocka_unit_test(test_adamw_many), cmocka_unit_test(test_schedule),
+        cmocka_unit_test(test_clip),
         cmocka_unit_test(test_accumulation), cmocka_unit_test(test_determinism),
         cmocka_unit_test(test_thread_count_invariance), cmocka_unit_test(test_overfit),
     };

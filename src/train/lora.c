@@ -208,8 +208,8 @@ int mope_train_model_lora_merge(mope_train_model *m, mope_error *err) {
         tlora_lin *L = &lo->lin[id];
         if (!L->a) continue;
         /* W[out, in] += s B[out, r] A[r, in] */
-        tl_sgemm(m->gemm_pool, false, false, L->n_out, L->n_in, lo->rank, lo->scale, L->b,
-                    lo->rank, L->a, L->n_in, 1.0f, base_weight(m, id), L->n_in);
+        tl_sgemm(m->gemm_pool, false, false, L->n_out, L->n_in, lo->rank, lo->scale, L->b, lo->rank, L->a, L->n_in,
+                 1.0f, base_weight(m, id), L->n_in);
     }
     mope_train_model_lora_remove(m);
     return 0;
@@ -296,10 +296,8 @@ void tlora_fwd(mope_train_model *m, int id, float *out, const float *in, int N) 
         x = lo->xd;
     }
     /* u[N, r] = x[N, in] A[r, in]^T;  out[N, out] += s u B[out, r]^T */
-    tl_sgemm(m->gemm_pool, false, true, N, r, L->n_in, 1.0f, x, L->n_in, L->a, L->n_in, 0.0f, L->u,
-                r);
-    tl_sgemm(m->gemm_pool, false, true, N, L->n_out, r, lo->scale, L->u, r, L->b, r, 1.0f, out,
-                L->n_out);
+    tl_sgemm(m->gemm_pool, false, true, N, r, L->n_in, 1.0f, x, L->n_in, L->a, L->n_in, 0.0f, L->u, r);
+    tl_sgemm(m->gemm_pool, false, true, N, L->n_out, r, lo->scale, L->u, r, L->b, r, 1.0f, out, L->n_out);
 }
 
 void tlora_bwd(mope_train_model *m, int id, float *din, const float *dout, const float *in, int N) {
@@ -310,8 +308,7 @@ void tlora_bwd(mope_train_model *m, int id, float *din, const float *dout, const
     float s = lo->scale;
     /* dB[out, r] += s dout^T u;  du[N, r] = s dout B */
     tl_sgemm(m->gemm_pool, true, false, L->n_out, r, N, s, dout, L->n_out, L->u, r, 1.0f, L->gb, r);
-    tl_sgemm(m->gemm_pool, false, false, N, r, L->n_out, s, dout, L->n_out, L->b, r, 0.0f, lo->du,
-                r);
+    tl_sgemm(m->gemm_pool, false, false, N, r, L->n_out, s, dout, L->n_out, L->b, r, 0.0f, lo->du, r);
     const float *x = in;
     bool drop = lo->dropout > 0;
     size_t nx = (size_t)N * L->n_in;
@@ -320,17 +317,14 @@ void tlora_bwd(mope_train_model *m, int id, float *din, const float *dout, const
         x = lo->xd;
     }
     /* dA[r, in] += du^T x */
-    tl_sgemm(m->gemm_pool, true, false, r, L->n_in, N, 1.0f, lo->du, r, x, L->n_in, 1.0f, L->ga,
-                L->n_in);
+    tl_sgemm(m->gemm_pool, true, false, r, L->n_in, N, 1.0f, lo->du, r, x, L->n_in, 1.0f, L->ga, L->n_in);
     if (!din) return;
     if (!drop) {
-        tl_sgemm(m->gemm_pool, false, false, N, L->n_in, r, 1.0f, lo->du, r, L->a, L->n_in, 1.0f,
-                    din, L->n_in);
+        tl_sgemm(m->gemm_pool, false, false, N, L->n_in, r, 1.0f, lo->du, r, L->a, L->n_in, 1.0f, din, L->n_in);
         return;
     }
     /* d drop(x) = du A, then through the same mask */
-    tl_sgemm(m->gemm_pool, false, false, N, L->n_in, r, 1.0f, lo->du, r, L->a, L->n_in, 0.0f,
-                lo->dxd, L->n_in);
+    tl_sgemm(m->gemm_pool, false, false, N, L->n_in, r, 1.0f, lo->du, r, L->a, L->n_in, 0.0f, lo->dxd, L->n_in);
     apply_drop(m, id, lo->dxd, lo->dxd, nx);
     for (size_t i = 0; i < nx; i++) din[i] += lo->dxd[i];
 }

@@ -37,7 +37,7 @@ static void block_fwd(mope_train_model *m, int l) {
     tlora_fwd(m, id + TL_O, mid, yatt, N);
     tl_rmsnorm_fwd(m->pool, xn2, rstd2, mid, w->ffn_norm, N, C, c->rms_eps);
     tl_linear_fwd(m->gemm_pool, gate, xn2, w->wg, N, C, F, false); /* [N, F] */
-    tl_linear_fwd(m->gemm_pool, up, xn2, w->wu, N, C, F, false);   /* [N, F] */
+    tl_linear_fwd(m->gemm_pool, up, xn2, w->wu, N, C, F, false);     /* [N, F] */
     tlora_fwd(m, id + TL_GATE, gate, xn2, N);
     tlora_fwd(m, id + TL_UP, up, xn2, N);
     tl_swiglu_fwd(m->pool, h, gate, up, NF);
@@ -64,10 +64,10 @@ static void block_bwd(mope_train_model *m, int l) {
     float *gate = a->gate + l * NF, *up = a->up + l * NF, *h = a->hmlp + l * NF;
 
     /* MLP */
-    tl_linear_bwd(m->gemm_pool, d->dfa, g->wd, d->dres, h, w->wd, N, F, C, false);    /* dh [N, F] */
+    tl_linear_bwd(m->gemm_pool, d->dfa, g->wd, d->dres, h, w->wd, N, F, C, false); /* dh [N, F] */
     tlora_bwd(m, id + TL_DOWN, d->dfa, d->dres, h, N);
     tl_swiglu_bwd(m->pool, d->dfa, d->dfb, d->dfa, gate, up, NF);         /* dgate, dup */
-    tl_linear_bwd(m->gemm_pool, d->dxn, g->wg, d->dfa, xn2, w->wg, N, C, F, false);    /* dxn2 [N, C] */
+    tl_linear_bwd(m->gemm_pool, d->dxn, g->wg, d->dfa, xn2, w->wg, N, C, F, false); /* dxn2 [N, C] */
     tl_linear_bwd(m->gemm_pool, d->dxn, g->wu, d->dfb, xn2, w->wu, N, C, F, true);
     tlora_bwd(m, id + TL_GATE, d->dxn, d->dfa, xn2, N);
     tlora_bwd(m, id + TL_UP, d->dxn, d->dfb, xn2, N);
@@ -180,8 +180,8 @@ int mope_train_model_backward(mope_train_model *m, float scale, mope_error *err)
     int N = m->B * m->T;
     float coef = m->wsum > 0 ? (float)(scale / m->wsum) : 0.0f;
     tl_ce_bwd(m->pool, m->a.logits, m->a.lse, m->tgt, m->wgt, N, c->n_vocab, coef); /* dlogits */
-    tl_linear_bwd(m->gemm_pool, m->d.dxn, m->lora ? NULL : m->g.out, m->a.logits, m->a.xf, m->w.out, N, c->n_embd, c->n_vocab,
-                  false); /* dxf */
+    tl_linear_bwd(m->gemm_pool, m->d.dxn, m->lora ? NULL : m->g.out, m->a.logits, m->a.xf, m->w.out, N, c->n_embd,
+                  c->n_vocab, false); /* dxf */
     tlora_bwd(m, c->n_layer * TL_NLIN, m->d.dxn, m->a.logits, m->a.xf, N);
     trunk_bwd(m);
     m->mode = TMODE_NONE; /* logits were overwritten */

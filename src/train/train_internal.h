@@ -193,8 +193,8 @@ void tl_sgemm(mope_pool *p, bool ta, bool tb, int M, int N, int K, float alpha, 
 void tl_linear_fwd(mope_pool *p, float *out, const float *in, const float *W, int N, int NI, int NO, bool acc);
 /* din[N, NI] (= or += when din_acc) dout W; dW[NO, NI] += dout^T in. din
  * may be NULL; dW NULL (frozen weight) skips its sgemm. */
-void tl_linear_bwd(mope_pool *p, float *din, float *dW, const float *dout, const float *in, const float *W, int N, int NI, int NO,
-                   bool din_acc);
+void tl_linear_bwd(mope_pool *p, float *din, float *dW, const float *dout, const float *in, const float *W, int N,
+                   int NI, int NO, bool din_acc);
 
 void tl_embed_fwd(mope_pool *p, float *out, const float *wte, const int32_t *tok, int N, int C);
 void tl_embed_bwd(mope_pool *p, float *dwte, const float *dout, const int32_t *tok, int N, int C);
