@@ -382,6 +382,18 @@ static void test_train_and_log(void **state) {
     assert_int_equal(mope_pcm_train_run(&o, &res, &err), 0);
     assert_int_equal(res.n_skipped, 1);
     assert_int_equal(res.n_prompts, 2);
+    /* exploration on every item: the log counts the steered rollouts */
+    o.skip_missing_refs = false;
+    o.explore = 1.0;
+    o.log = log;
+    assert_int_equal(mope_pcm_train_run(&o, &res, &err), 0);
+    text = read_all(log, &n);
+    cJSON *j = cJSON_Parse(text);
+    assert_non_null(j);
+    assert_int_equal(cJSON_GetObjectItem(j, "explored")->valueint, o.batch);
+    assert_true(isfinite(cJSON_GetObjectItem(j, "explore_gain")->valuedouble));
+    cJSON_Delete(j);
+    free(text);
 }
 
 /* Warm start: the targets are known by hand (experts P1A, P1B, P2A):
@@ -602,6 +614,13 @@ static void test_bad_inputs(void **state) {
     o.eta = 0;
     assert_int_equal(mope_pcm_train_run(&o, NULL, &err), MOPE_EINVAL);
     o.eta = 1;
+    o.explore = 1.5;
+    assert_int_equal(mope_pcm_train_run(&o, NULL, &err), MOPE_EINVAL);
+    assert_non_null(strstr(err.msg, "explore"));
+    o.explore = 0.5;
+    o.explore_head = o.explore_tail = 0;
+    assert_int_equal(mope_pcm_train_run(&o, NULL, &err), MOPE_EINVAL);
+    o.explore = 0;
     /* a PCM context too small for the prompts */
     o.trunk.n_ctx = 16;
     assert_int_equal(mope_pcm_train_run(&o, NULL, &err), MOPE_ERANGE);

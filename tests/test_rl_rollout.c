@@ -11,7 +11,10 @@
  *  - the truncation flag matches "max_tokens reached without EOS";
  *  - with min_weight, the log-probability is the renormalised mixture of
  *    the experts that ran, each from its full context (skipped experts
- *    catch up). */
+ *    catch up);
+ *  - steered stretches (exploration) follow the steering expert while the
+ *    recorded probabilities stay the mixture's (scripted experts, tokens
+ *    written out by hand). */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -251,10 +254,142 @@ static void test_min_weight_skips_and_catches_up(void **state) {
     rig_close(&g);
 }
 
+/* ---- exploration ----
+ * Two scripted experts (no model): at response position t, expert e puts
+ * logit SPIKE on script_e[t] (end of generation past the script) and 0 on
+ * every other token, so pi_e(y_t) is known in closed form.  Fixed weights
+ * 0.9 / 0.1 and a greedy sampler make the mixture follow expert 0's script;
+ * a steered stretch must follow the steering expert's script instead, and
+ * logp / expert_probs must stay those of the 0.9 / 0.1 mixture. */
+enum { SPIKE = 6, LEN0 = 5, LEN1 = 8 };
+typedef struct script_expert {
+    mope_expert base;
+    int32_t first, eog, len;  /* tokens first, first+1, ... for len positions, then eog */
+    int pos[8];               /* response tokens fed, per sequence */
+    float *logits;
+} script_expert;
+
+static int32_t script_token(const script_expert *s, int t) { return t < s->len ? s->first + t : s->eog; }
+
+static int sx_start(mope_expert *e, int seq, const char *instruction, mope_error *err) {
+    (void)instruction, (void)err;
+    ((script_expert *)e)->pos[seq] = 0;
+    return 0;
+}
+static int sx_feed(mope_expert *e, int seq, const int32_t *tokens, int n, mope_error *err) {
+    (void)tokens, (void)err;
+    ((script_expert *)e)->pos[seq] += n;
+    return 0;
+}
+static int sx_next(mope_expert *e, int seq, mope_dist *out, mope_error *err) {
+    script_expert *s = (script_expert *)e;
+    for (int32_t v = 0; v < e->n_vocab; v++) s->logits[v] = 0.0f;
+    s->logits[script_token(s, s->pos[seq])] = SPIKE;
+    return mope_dist_set_full(out, s->logits, e->n_vocab, err);
+}
+static void sx_reset(mope_expert *e, int seq) { ((script_expert *)e)->pos[seq] = 0; }
+static void sx_destroy(mope_expert *e) {
+    free(((script_expert *)e)->logits);
+    free(e);
+}
+static const mope_expert_ops script_ops = {
+    .start = sx_start, .feed = sx_feed, .next = sx_next, .reset = sx_reset, .destroy = sx_destroy};
+
+static mope_expert *script_new(int32_t n_vocab, int32_t first, int32_t len, int32_t eog) {
+    script_expert *s = calloc(1, sizeof *s);
+    assert_non_null(s);
+    s->base = (mope_expert){.ops = &script_ops, .n_vocab = n_vocab, .n_seq = 8};
+    snprintf(s->base.name, sizeof s->base.name, "script%d", (int)first);
+    s->first = first, s->len = len, s->eog = eog;
+    s->logits = malloc(sizeof(float) * (size_t)n_vocab);
+    assert_non_null(s->logits);
+    return &s->base;
+}
+
+static void test_explore_steers_head_and_tail(void **state) {
+    (void)state;
+    mope_error err = {0};
+    enum { N = 6, MAXT = 16 };
+    rig g;
+    rig_open(&g, "x", 1);
+    const int32_t V = mope_tokenizer_n_vocab(g.tok), eog = mope_tokenizer_eos(g.tok);
+    assert_true(V > 64 && eog >= 0 && (eog < 10 || eog >= 40));
+    mope_expert *ex[K] = {script_new(V, 10, LEN0, eog), script_new(V, 30, LEN1, eog)};
+    const script_expert *sx[K] = {(script_expert *)ex[0], (script_expert *)ex[1]};
+    mope_sampler_params sp = mope_sampler_default_params();
+    sp.temp = 0.0f;
+    mope_sampler *smp = mope_sampler_new(&sp, &err);
+    assert_non_null(smp);
+    const float wts[K] = {0.9f, 0.1f};
+    const mope_rollout_explore explore[N] = {
+        {.expert = -1, .head = 4, .tail = 4}, /* not steered */
+        {.expert = 1, .head = 2},             /* opening from expert 1, then expert 0's script resumes */
+        {.expert = 1, .tail = 2},             /* expert 1 takes over where the mixture would end, 2 tokens */
+        {.expert = 1, .tail = 10},            /* ... until expert 1 ends the response itself */
+        {.expert = 0, .head = 3},             /* the mixture's own favourite: no change */
+        {.expert = 1, .head = 1, .tail = 1},  /* both */
+    };
+    /* expected responses, written out by hand from the scripts */
+    const int32_t want[N][MAXT] = {
+        {10, 11, 12, 13, 14, eog},
+        {30, 31, 12, 13, 14, eog},
+        {10, 11, 12, 13, 14, 35, 36, eog},
+        {10, 11, 12, 13, 14, 35, 36, 37, eog},
+        {10, 11, 12, 13, 14, eog},
+        {30, 11, 12, 13, 14, 35, eog},
+    };
+    const int want_n[N] = {6, 6, 8, 9, 6, 7};
+    const char *instr[N] = {"a", "b", "c", "d", "e", "f"};
+    mope_rollout ro[N];
+    mope_rollout_opts o = {.weights = wts, .rule = MOPE_MIX_LINEAR, .samplers = &smp, .n_samplers = 1,
+                           .max_tokens = MAXT, .explore = explore};
+    assert_int_equal(mope_rollout_generate_ex(ex, K, g.tok, N, instr, NULL, &o, ro, &err), 0);
+    const double z = exp(SPIKE) + (double)(V - 1), hi = exp(SPIKE) / z, lo = 1.0 / z;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(ro[i].n_resp, want_n[i]);
+        assert_memory_equal(ro[i].tokens, want[i], sizeof(int32_t) * (size_t)want_n[i]);
+        assert_false(ro[i].truncated);
+        double lp = 0;
+        for (int t = 0; t < ro[i].n_resp; t++) {
+            double p = 0;
+            for (int k = 0; k < K; k++) {
+                double pk = ro[i].tokens[t] == script_token(sx[k], t) ? hi : lo;
+                assert_true(fabs(ro[i].expert_probs[t * K + k] - pk) < 1e-6);
+                p += wts[k] * pk;
+            }
+            lp += log(p);
+        }
+        assert_true(fabs(lp - ro[i].logp) < 1e-4);
+    }
+    for (int i = 0; i < N; i++) mope_rollout_free(&ro[i]);
+
+    /* refused: an expert out of range, a negative length, min_weight > 0 */
+    mope_rollout_explore bad_x[N];
+    memcpy(bad_x, explore, sizeof bad_x);
+    bad_x[2].expert = K;
+    o.explore = bad_x;
+    assert_int_equal(mope_rollout_generate_ex(ex, K, g.tok, N, instr, NULL, &o, ro, &err), MOPE_EINVAL);
+    assert_non_null(strstr(err.msg, "exploration"));
+    for (int i = 0; i < N; i++) mope_rollout_free(&ro[i]);
+    bad_x[2].expert = 1, bad_x[2].tail = -1;
+    assert_int_equal(mope_rollout_generate_ex(ex, K, g.tok, N, instr, NULL, &o, ro, &err), MOPE_EINVAL);
+    for (int i = 0; i < N; i++) mope_rollout_free(&ro[i]);
+    o.explore = explore;
+    o.min_weight = 0.2f;
+    assert_int_equal(mope_rollout_generate_ex(ex, K, g.tok, N, instr, NULL, &o, ro, &err), MOPE_EINVAL);
+    assert_non_null(strstr(err.msg, "min_weight"));
+    for (int i = 0; i < N; i++) mope_rollout_free(&ro[i]);
+
+    for (int k = 0; k < K; k++) mope_expert_free(ex[k]);
+    mope_sampler_free(smp);
+    rig_close(&g);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rollouts_consistent),
         cmocka_unit_test(test_min_weight_skips_and_catches_up),
+        cmocka_unit_test(test_explore_steers_head_and_tail),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -167,6 +167,25 @@ void mope_rollout_free(mope_rollout *r);
  * negative code to abort the call.  tok is required without a PCM. */
 typedef int (*mope_rollout_token_fn)(void *user, int i, int t, int32_t y, const float *w, int K, mope_error *err);
 
+/* Exploration of expert switches (the PCM trainer's --explore): some tokens
+ * of a rollout are drawn from one expert's distribution alone instead of the
+ * mixture, while logp and expert_probs stay those of the mixture policy (the
+ * PCM's weights), so REBEL's log-ratios are still pi_theta / pi_t of the
+ * tokens actually taken.  The regression's target does not depend on the
+ * distribution the pair was drawn from (that only decides where the fit is
+ * accurate), so such pairs show the PCM what a switch it would rarely sample
+ * itself is worth -- e.g. a friendly opening or closing from the
+ * friendliness expert inside an otherwise plain answer.
+ *  - head: the first `head` response tokens come from `expert`;
+ *  - tail: the first time the mixture draws an end-of-generation token, the
+ *    token is redrawn from `expert` and so are up to `tail` tokens after it
+ *    (the expert may end the response itself); then the mixture resumes. */
+typedef struct mope_rollout_explore {
+    int expert;  /* -1: this rollout is not steered */
+    int head;    /* >= 0 */
+    int tail;    /* >= 0 */
+} mope_rollout_explore;
+
 typedef struct mope_rollout_opts {
     mope_pcm_infer *pcm;          /* NULL: fixed weights */
     const float *weights;         /* K fixed weights when pcm is NULL */
@@ -183,6 +202,8 @@ typedef struct mope_rollout_opts {
                                      must use 0. */
     mope_rollout_token_fn on_token;
     void *user;
+    const mope_rollout_explore *explore; /* n entries (one per rollout), or NULL: none.  Needs
+                                            min_weight 0 (every expert runs at every step). */
 } mope_rollout_opts;
 
 int mope_rollout_generate_ex(mope_expert *const *experts, int K, const mope_tokenizer *tok, int n,

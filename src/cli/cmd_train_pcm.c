@@ -55,6 +55,14 @@ static const char *const HELP =
     "                           every named expert in the mixture (default 0)\n"
     "  --length-penalty F       subtracted from the utility of a response that hits the\n"
     "                           length limit (default 0)\n"
+    "  --explore F              share of items whose second rollout is steered: one of\n"
+    "                           the preference's experts alone writes its opening, its\n"
+    "                           closing or both, while REBEL scores the tokens under the\n"
+    "                           PCM's mixture; shows the PCM switches it rarely samples\n"
+    "                           itself (default 0: off)\n"
+    "  --explore-head N         tokens of a steered opening (default 6)\n"
+    "  --explore-tail N         tokens of a steered closing, from where the mixture\n"
+    "                           would end (default 16)\n"
     "  -n, --max-tokens N       response length limit (default 48)\n"
     "  --temp F                 sampling temperature (default 1)\n"
     "  --lr F                   peak learning rate (default 1e-4)\n"
@@ -228,6 +236,15 @@ int cmd_train_pcm(int argc, char **argv) {
         } else if (OPT(NULL, "--length-penalty")) {
             if (BAD || cli_parse_float(cmd, a, v, 0, 1e9, &f)) goto usage;
             o.length_penalty = f;
+        } else if (OPT(NULL, "--explore")) {
+            if (BAD || cli_parse_float(cmd, a, v, 0, 1, &f)) goto usage;
+            o.explore = f;
+        } else if (OPT(NULL, "--explore-head")) {
+            if (BAD || cli_parse_int(cmd, a, v, 0, 1 << 16, &n)) goto usage;
+            o.explore_head = (int)n;
+        } else if (OPT(NULL, "--explore-tail")) {
+            if (BAD || cli_parse_int(cmd, a, v, 0, 1 << 16, &n)) goto usage;
+            o.explore_tail = (int)n;
         } else if (OPT("-n", "--max-tokens")) {
             if (BAD || cli_parse_int(cmd, a, v, 1, 1 << 16, &n)) goto usage;
             o.max_tokens = (int)n;

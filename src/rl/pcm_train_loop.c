@@ -180,6 +180,8 @@ static int log_trim(const char *path, int64_t upto, mope_error *err) {
 
 typedef struct iter_stats {
     double reward, utility, loss_before, loss_after, rebel_loss, kl, kl_prior, mean_len, trunc;
+    int explored;        /* items whose second rollout was steered */
+    double explore_gain; /* their mean utility(steered) - utility(partner) */
     double rollout_s, reward_s, update_s;
     float grad_norm, lr;
     int64_t tokens;
@@ -207,10 +209,11 @@ static int iterate(pt_ctx *c, iter_stats *st, cJSON *log, mope_error *err) {
     int *sj = malloc(sizeof(int) * (size_t)NR);
     float *sc = malloc(sizeof(float) * (size_t)NR), *wbuf = NULL;
     float *prior = malloc(sizeof(float) * (size_t)n * K);
+    mope_rollout_explore *explore = malloc(sizeof *explore * (size_t)NR);
     mope_pcm_infer *pi = NULL;
     memset(st, 0, sizeof *st);
     int rc = item_p && item_f && ins && prf && ro && text && util && rsum && rcount && rc_r && pairs && acc && sp &&
-                     sr && sj && sc && prior
+                     sr && sj && sc && prior && explore
                  ? 0
                  : mope_error_set(err, MOPE_ENOMEM, "out of memory");
     for (int i = 0; !rc && i < n; i++) {
@@ -218,6 +221,18 @@ static int iterate(pt_ctx *c, iter_stats *st, cJSON *log, mope_error *err) {
         item_p[i] = (int)mope_rng_below(&c->rng, (uint32_t)c->n_prompts);
         ins[2 * i] = ins[2 * i + 1] = c->prompt_text[item_p[i]];
         prf[2 * i] = prf[2 * i + 1] = c->pref_text[item_f[i]];
+        explore[2 * i] = explore[2 * i + 1] = (mope_rollout_explore){.expert = -1};
+        pt_pref_target(c, item_f[i], prior + (size_t)i * K);
+        /* no rng draw when exploration is off: runs stay as they were */
+        if (o->explore > 0 && mope_rng_uniform(&c->rng) < o->explore) {
+            int cand[MOPE_PCM_MAX_K], nc = 0;
+            for (int k = 0; k < K; k++)
+                if (prior[(size_t)i * K + k] > 0) cand[nc++] = k;
+            int mode = (int)mope_rng_below(&c->rng, 3); /* 0 opening, 1 closing, 2 both */
+            explore[2 * i + 1] = (mope_rollout_explore){.expert = cand[mope_rng_below(&c->rng, (uint32_t)nc)],
+                                                        .head = mode != 1 ? o->explore_head : 0,
+                                                        .tail = mode != 0 ? o->explore_tail : 0};
+        }
     }
     if (!rc) mope_sampler_reseed(c->smp, mope_rng_u64(&c->rng));
     if (!rc) {
@@ -225,7 +240,11 @@ static int iterate(pt_ctx *c, iter_stats *st, cJSON *log, mope_error *err) {
         if (!(pi = mope_pcm_to_infer(c->pcm, NULL, NR, n_ctx, c->pool, err))) rc = err ? err->code : MOPE_ENOMEM;
     }
     double t0 = mope_time_s();
-    if (!rc) rc = mope_rollout_generate(pi, c->ex, K, c->tok, NR, ins, prf, c->smp, o->max_tokens, ro, err);
+    if (!rc) {
+        mope_rollout_opts ro_o = {.pcm = pi, .samplers = &c->smp, .n_samplers = 1, .max_tokens = o->max_tokens,
+                                  .explore = o->explore > 0 ? explore : NULL};
+        rc = mope_rollout_generate_ex(c->ex, K, c->tok, NR, ins, prf, &ro_o, ro, err);
+    }
     mope_pcm_infer_free(pi);
     double t1 = mope_time_s();
     for (int j = 0; !rc && j < NR; j++)
@@ -279,9 +298,14 @@ static int iterate(pt_ctx *c, iter_stats *st, cJSON *log, mope_error *err) {
         pairs[i] = (mope_rebel_pair){mope_rollout_sample(&ro[2 * i], util[2 * i]),
                                      mope_rollout_sample(&ro[2 * i + 1], util[2 * i + 1])};
         /* always attached: the prior KL is logged even when it is not trained */
-        pt_pref_target(c, item_f[i], prior + (size_t)i * K);
         pairs[i].y.prior = pairs[i].y2.prior = prior + (size_t)i * K;
     }
+    for (int i = 0; !rc && i < n; i++)
+        if (explore[2 * i + 1].expert >= 0) {
+            st->explored++;
+            st->explore_gain += util[2 * i + 1] - util[2 * i];
+        }
+    if (st->explored) st->explore_gain /= st->explored;
     double t2 = mope_time_s();
     /* mean expert weights of the rollout policy, per preference */
     for (int j = 0; !rc && j < NR; j++) {
@@ -345,6 +369,10 @@ static int iterate(pt_ctx *c, iter_stats *st, cJSON *log, mope_error *err) {
         cJSON_AddNumberToObject(log, "rollout_s", st->rollout_s);
         cJSON_AddNumberToObject(log, "reward_s", st->reward_s);
         cJSON_AddNumberToObject(log, "update_s", st->update_s);
+        if (o->explore > 0) {
+            cJSON_AddNumberToObject(log, "explored", st->explored);
+            cJSON_AddNumberToObject(log, "explore_gain", st->explore_gain);
+        }
         cJSON *per = cJSON_AddObjectToObject(log, "per_preference");
         for (int p = 0; per && p < c->n_prefs; p++) {
             const pref_acc *a = &acc[p];
@@ -378,6 +406,7 @@ static int iterate(pt_ctx *c, iter_stats *st, cJSON *log, mope_error *err) {
     free(sc);
     free(wbuf);
     free(prior);
+    free(explore);
     return rc ? mope_error_prefix(err, "iteration %lld", (long long)c->iteration + 1) : 0;
 }
 
@@ -400,6 +429,12 @@ static int check_opts(const mope_pcm_train_opts *o, mope_error *err) {
                               "train pcm: eta (%g) and temperature (%g) must be > 0, kl (%g), kl prior (%g) and "
                               "length penalty (%g) >= 0",
                               o->eta, o->temperature, o->kl_coef, o->kl_prior, o->length_penalty);
+    if (!(o->explore >= 0 && o->explore <= 1) || o->explore_head < 0 || o->explore_tail < 0 ||
+        (o->explore > 0 && o->explore_head + o->explore_tail == 0))
+        return mope_error_set(err, MOPE_EINVAL,
+                              "train pcm: explore share %g must be in [0, 1], its head (%d) and tail (%d) tokens >= 0 "
+                              "and not both 0",
+                              o->explore, o->explore_head, o->explore_tail);
     if (o->rule == MOPE_MIX_GEOMETRIC && !o->pcm_in)
         return mope_error_set(err, MOPE_EUNSUPPORTED,
                               "train pcm: the geometric rule cannot be trained by REBEL (its log-probability needs the "

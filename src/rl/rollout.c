@@ -56,6 +56,16 @@ static int check_args(mope_expert *const *experts, int K, const mope_tokenizer *
         return mope_error_set(err, MOPE_EINVAL, "rollout: bad arguments");
     for (int s = 0; s < o->n_samplers; s++)
         if (!o->samplers[s]) return mope_error_set(err, MOPE_EINVAL, "rollout: sampler %d is NULL", s);
+    if (o->explore) {
+        if (o->min_weight > 0)
+            return mope_error_set(err, MOPE_EINVAL, "rollout: exploration needs min_weight 0 (every expert running)");
+        for (int i = 0; i < n; i++) {
+            const mope_rollout_explore *e = &o->explore[i];
+            if (e->expert < -1 || e->expert >= K || e->head < 0 || e->tail < 0)
+                return mope_error_set(err, MOPE_EINVAL, "rollout %d: exploration expert %d (of %d), head %d, tail %d",
+                                      i, e->expert, K, e->head, e->tail);
+        }
+    }
     if (o->pcm && K != mope_pcm_infer_meta(o->pcm)->K)
         return mope_error_set(err, MOPE_EINVAL, "rollout: %d experts given, the PCM weighs %d", K,
                               mope_pcm_infer_meta(o->pcm)->K);
@@ -120,7 +130,11 @@ int mope_rollout_generate_ex(mope_expert *const *experts, int K, const mope_toke
      * before an expert is asked for its next distribution, so a skipped
      * expert catches up in one batched call when it is needed again) */
     int *fed = calloc((size_t)n * K, sizeof(int));
-    if (!d || !probs || !next || !done || !ended || !wrow || !wrun || !run || !fed)
+    /* exploration: tail tokens left to draw from the steering expert (-1:
+     * the tail has not started) */
+    int *tail_left = malloc(sizeof(int) * (size_t)n);
+    for (int i = 0; tail_left && i < n; i++) tail_left[i] = -1;
+    if (!d || !probs || !next || !done || !ended || !wrow || !wrun || !run || !fed || !tail_left)
         rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
     if (!rc) rc = start_all(pcm, experts, K, tok, n, instructions, preferences, max_tokens, out, err);
     for (int t = 0; t < max_tokens && !rc; t++) {
@@ -168,7 +182,22 @@ int mope_rollout_generate_ex(mope_expert *const *experts, int K, const mope_toke
             if (rc) break;
             mope_rollout *r = &out[i];
             mope_sampler *smp = o->samplers[o->n_samplers == 1 ? 0 : i];
-            int32_t y = mope_sampler_sample_probs(smp, probs, V, r->tokens + r->prompt_len, r->n_resp, err);
+            const mope_rollout_explore *ex = o->explore && o->explore[i].expert >= 0 ? &o->explore[i] : NULL;
+            bool steered = ex && (r->n_resp < ex->head || tail_left[i] > 0);
+            int32_t y = -1;
+            if (!steered) y = mope_sampler_sample_probs(smp, probs, V, r->tokens + r->prompt_len, r->n_resp, err);
+            if (ex && !steered && y >= 0 && tail_left[i] < 0 && ex->tail > 0 && mope_tokenizer_is_eog(tok, y)) {
+                tail_left[i] = ex->tail;
+                steered = true;
+            }
+            if (steered) {
+                /* the steering expert's own distribution: one-hot weights */
+                float one[MOPE_MIX_MAX_K] = {0};
+                one[ex->expert] = 1.0f;
+                if ((rc = mope_mix_step(d, K, one, rule, probs, err))) break;
+                y = mope_sampler_sample_probs(smp, probs, V, r->tokens + r->prompt_len, r->n_resp, err);
+                if (tail_left[i] > 0) tail_left[i]--;
+            }
             if (y < 0) {
                 rc = y;
                 break;
@@ -222,5 +251,6 @@ int mope_rollout_generate_ex(mope_expert *const *experts, int K, const mope_toke
     free(wrun);
     free(run);
     free(fed);
+    free(tail_left);
     return rc ? mope_error_prefix(err, "rollout") : 0;
 }
