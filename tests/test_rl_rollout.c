@@ -261,15 +261,16 @@ static void test_min_weight_skips_and_catches_up(void **state) {
  * 0.9 / 0.1 and a greedy sampler make the mixture follow expert 0's script;
  * a steered stretch must follow the steering expert's script instead, and
  * logp / expert_probs must stay those of the 0.9 / 0.1 mixture. */
-enum { SPIKE = 6, LEN0 = 5, LEN1 = 8 };
+enum { SPIKE = 6 };
 typedef struct script_expert {
     mope_expert base;
-    int32_t first, eog, len;  /* tokens first, first+1, ... for len positions, then eog */
-    int pos[8];               /* response tokens fed, per sequence */
+    const int32_t *script;
+    int32_t eog, len;         /* script[0..len), then eog */
+    int pos[16];              /* response tokens fed, per sequence */
     float *logits;
 } script_expert;
 
-static int32_t script_token(const script_expert *s, int t) { return t < s->len ? s->first + t : s->eog; }
+static int32_t script_token(const script_expert *s, int t) { return t < s->len ? s->script[t] : s->eog; }
 
 static int sx_start(mope_expert *e, int seq, const char *instruction, mope_error *err) {
     (void)instruction, (void)err;
@@ -295,12 +296,12 @@ static void sx_destroy(mope_expert *e) {
 static const mope_expert_ops script_ops = {
     .start = sx_start, .feed = sx_feed, .next = sx_next, .reset = sx_reset, .destroy = sx_destroy};
 
-static mope_expert *script_new(int32_t n_vocab, int32_t first, int32_t len, int32_t eog) {
+static mope_expert *script_new(int32_t n_vocab, const int32_t *script, int32_t len, int32_t eog) {
     script_expert *s = calloc(1, sizeof *s);
     assert_non_null(s);
-    s->base = (mope_expert){.ops = &script_ops, .n_vocab = n_vocab, .n_seq = 8};
-    snprintf(s->base.name, sizeof s->base.name, "script%d", (int)first);
-    s->first = first, s->len = len, s->eog = eog;
+    s->base = (mope_expert){.ops = &script_ops, .n_vocab = n_vocab, .n_seq = 16};
+    snprintf(s->base.name, sizeof s->base.name, "script%d", (int)script[0]);
+    s->script = script, s->len = len, s->eog = eog;
     s->logits = malloc(sizeof(float) * (size_t)n_vocab);
     assert_non_null(s->logits);
     return &s->base;
@@ -309,12 +310,14 @@ static mope_expert *script_new(int32_t n_vocab, int32_t first, int32_t len, int3
 static void test_explore_steers_head_and_tail(void **state) {
     (void)state;
     mope_error err = {0};
-    enum { N = 6, MAXT = 16 };
+    enum { N = 9, MAXT = 16 };
     rig g;
     rig_open(&g, "x", 1);
     const int32_t V = mope_tokenizer_n_vocab(g.tok), eog = mope_tokenizer_eos(g.tok);
-    assert_true(V > 64 && eog >= 0 && (eog < 10 || eog >= 40));
-    mope_expert *ex[K] = {script_new(V, 10, LEN0, eog), script_new(V, 30, LEN1, eog)};
+    const int32_t dot = mope_tokenizer_find(g.tok, ".", 1); /* ends a sentence */
+    assert_true(V > 64 && eog >= 0 && (eog < 10 || eog >= 40) && dot >= 40);
+    const int32_t s0[] = {10, 11, 12, 13, 14}, s1[] = {30, 31, dot, 33, 34, 35, dot, 37};
+    mope_expert *ex[K] = {script_new(V, s0, 5, eog), script_new(V, s1, 8, eog)};
     const script_expert *sx[K] = {(script_expert *)ex[0], (script_expert *)ex[1]};
     mope_sampler_params sp = mope_sampler_default_params();
     sp.temp = 0.0f;
@@ -328,18 +331,24 @@ static void test_explore_steers_head_and_tail(void **state) {
         {.expert = 1, .tail = 10},            /* ... until expert 1 ends the response itself */
         {.expert = 0, .head = 3},             /* the mixture's own favourite: no change */
         {.expert = 1, .head = 1, .tail = 1},  /* both */
+        {.expert = 1, .head = 5},             /* through a sentence end ... */
+        {.expert = 1, .head = 5, .sentence = true}, /* ... or up to it */
+        {.expert = 1, .tail = 10, .sentence = true},
     };
     /* expected responses, written out by hand from the scripts */
     const int32_t want[N][MAXT] = {
         {10, 11, 12, 13, 14, eog},
         {30, 31, 12, 13, 14, eog},
-        {10, 11, 12, 13, 14, 35, 36, eog},
-        {10, 11, 12, 13, 14, 35, 36, 37, eog},
+        {10, 11, 12, 13, 14, 35, dot, eog},
+        {10, 11, 12, 13, 14, 35, dot, 37, eog},
         {10, 11, 12, 13, 14, eog},
         {30, 11, 12, 13, 14, 35, eog},
+        {30, 31, dot, 33, 34, eog},
+        {30, 31, dot, 13, 14, eog},
+        {10, 11, 12, 13, 14, 35, dot, eog},
     };
-    const int want_n[N] = {6, 6, 8, 9, 6, 7};
-    const char *instr[N] = {"a", "b", "c", "d", "e", "f"};
+    const int want_n[N] = {6, 6, 8, 9, 6, 7, 6, 6, 8};
+    const char *instr[N] = {"a", "b", "c", "d", "e", "f", "g", "h", "i"};
     mope_rollout ro[N];
     mope_rollout_opts o = {.weights = wts, .rule = MOPE_MIX_LINEAR, .samplers = &smp, .n_samplers = 1,
                            .max_tokens = MAXT, .explore = explore};

@@ -106,9 +106,10 @@ typedef struct mope_pcm_train_opts {
     mope_adamw_config adamw;       /* total_steps <= 0: iterations * epochs */
     double explore;                /* [0, 1]: share of items whose second rollout is steered
                                       (mope_rollout_explore): an expert drawn uniformly among those
-                                      serving the item's preference writes the opening (explore_head
-                                      tokens), the closing (up to explore_tail tokens from where the
-                                      mixture would end), or both, one of the three drawn uniformly.
+                                      serving the item's preference writes the opening sentence (at
+                                      most explore_head tokens), a closing sentence (at most
+                                      explore_tail tokens from where the mixture would end), or both,
+                                      drawn uniformly among those whose length is not 0.
                                       0: off (no rng draws: runs are as before) */
     int explore_head, explore_tail;
     int max_tokens;                /* response length limit */
@@ -131,7 +132,7 @@ typedef struct mope_pcm_train_opts {
 
 /* PCM 128 wide, 2 layers, 4 heads, 2 KV heads, FFN 344, context 512;
  * linear; 20 iterations of batch 8, 4 epochs, micro-batch 8; eta 1, no KL,
- * no length penalty; no exploration (head 6, tail 16 tokens when on); AdamW lr 1e-4 (min 1e-5), weight decay 0, clip 1;
+ * no length penalty; no exploration (head 12, tail 16 tokens when on); AdamW lr 1e-4 (min 1e-5), weight decay 0, clip 1;
  * 48 tokens, temperature 1; seed 42. */
 void mope_pcm_train_opts_init(mope_pcm_train_opts *o);
 

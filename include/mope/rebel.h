@@ -179,11 +179,15 @@ typedef int (*mope_rollout_token_fn)(void *user, int i, int t, int32_t y, const 
  *  - head: the first `head` response tokens come from `expert`;
  *  - tail: the first time the mixture draws an end-of-generation token, the
  *    token is redrawn from `expert` and so are up to `tail` tokens after it
- *    (the expert may end the response itself); then the mixture resumes. */
+ *    (the expert may end the response itself); then the mixture resumes;
+ *  - sentence: either stretch also ends after a token whose text ends with
+ *    '.', '!' or '?' (a steered opening is then the expert's first sentence,
+ *    not a few words that commit the rest of the answer to its style). */
 typedef struct mope_rollout_explore {
-    int expert;  /* -1: this rollout is not steered */
-    int head;    /* >= 0 */
-    int tail;    /* >= 0 */
+    int expert;    /* -1: this rollout is not steered */
+    int head;      /* >= 0 */
+    int tail;      /* >= 0 */
+    bool sentence;
 } mope_rollout_explore;
 
 typedef struct mope_rollout_opts {

@@ -29,7 +29,7 @@ void mope_pcm_train_opts_init(mope_pcm_train_opts *o) {
     o->adamw.lr = 1e-4f;
     o->adamw.min_lr = 1e-5f;
     o->adamw.weight_decay = 0.0f;
-    o->explore_head = 6;
+    o->explore_head = 12;
     o->explore_tail = 16;
     o->max_tokens = 48;
     o->temperature = 1.0f;

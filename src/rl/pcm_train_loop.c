@@ -228,10 +228,16 @@ static int iterate(pt_ctx *c, iter_stats *st, cJSON *log, mope_error *err) {
             int cand[MOPE_PCM_MAX_K], nc = 0;
             for (int k = 0; k < K; k++)
                 if (prior[(size_t)i * K + k] > 0) cand[nc++] = k;
-            int mode = (int)mope_rng_below(&c->rng, 3); /* 0 opening, 1 closing, 2 both */
+            /* opening, closing or both, among those with a length */
+            int modes[3], nm = 0;
+            if (o->explore_head) modes[nm++] = 0;
+            if (o->explore_tail) modes[nm++] = 1;
+            if (o->explore_head && o->explore_tail) modes[nm++] = 2;
+            int mode = modes[mope_rng_below(&c->rng, (uint32_t)nm)];
             explore[2 * i + 1] = (mope_rollout_explore){.expert = cand[mope_rng_below(&c->rng, (uint32_t)nc)],
                                                         .head = mode != 1 ? o->explore_head : 0,
-                                                        .tail = mode != 0 ? o->explore_tail : 0};
+                                                        .tail = mode != 0 ? o->explore_tail : 0,
+                                                        .sentence = true};
         }
     }
     if (!rc) mope_sampler_reseed(c->smp, mope_rng_u64(&c->rng));
@@ -372,6 +378,24 @@ static int iterate(pt_ctx *c, iter_stats *st, cJSON *log, mope_error *err) {
         if (o->explore > 0) {
             cJSON_AddNumberToObject(log, "explored", st->explored);
             cJSON_AddNumberToObject(log, "explore_gain", st->explore_gain);
+            /* each steered rollout: what steered it, its utility against its partner's, its text */
+            cJSON *xs = cJSON_AddArrayToObject(log, "explore_items");
+            for (int i = 0; xs && i < n; i++) {
+                const mope_rollout_explore *e = &explore[2 * i + 1];
+                cJSON *x = e->expert >= 0 ? cJSON_CreateObject() : NULL;
+                if (!x) continue;
+                cJSON_AddItemToArray(xs, x);
+                cJSON_AddStringToObject(x, "preference", c->pref_name[item_f[i]]);
+                cJSON_AddStringToObject(x, "expert", c->b->experts[e->expert].id);
+                cJSON_AddNumberToObject(x, "head", e->head);
+                cJSON_AddNumberToObject(x, "tail", e->tail);
+                cJSON_AddNumberToObject(x, "utility", util[2 * i + 1]);
+                cJSON_AddNumberToObject(x, "partner_utility", util[2 * i]);
+                /* a token boundary may split a character: the log stays valid UTF-8 */
+                char *clean = mope_utf8_sanitize(text[2 * i + 1], strlen(text[2 * i + 1]), NULL);
+                if (clean) cJSON_AddStringToObject(x, "response", clean);
+                free(clean);
+            }
         }
         cJSON *per = cJSON_AddObjectToObject(log, "per_preference");
         for (int p = 0; per && p < c->n_prefs; p++) {

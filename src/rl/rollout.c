@@ -20,6 +20,15 @@ mope_rebel_sample mope_rollout_sample(const mope_rollout *r, double reward) {
                                .truncated = r->truncated};
 }
 
+/* The token's bytes end with '.', '!' or '?'. */
+static bool ends_sentence(const mope_tokenizer *tok, int32_t y) {
+    char b[64];
+    int len = mope_tokenizer_token_bytes(tok, y, 0, b, sizeof b, NULL);
+    if (len <= 0) return false;
+    char last = b[(len < (int)sizeof b ? len : (int)sizeof b) - 1];
+    return len <= (int)sizeof b && (last == '.' || last == '!' || last == '?');
+}
+
 /* Prompts of every rollout into the PCM (when there is one) and the experts. */
 static int start_all(mope_pcm_infer *pcm, mope_expert *const *experts, int K, const mope_tokenizer *tok, int n,
                      const char *const *instr, const char *const *pref, int max_tokens, mope_rollout *out,
@@ -131,10 +140,11 @@ int mope_rollout_generate_ex(mope_expert *const *experts, int K, const mope_toke
      * expert catches up in one batched call when it is needed again) */
     int *fed = calloc((size_t)n * K, sizeof(int));
     /* exploration: tail tokens left to draw from the steering expert (-1:
-     * the tail has not started) */
+     * the tail has not started), and whether the opening has ended */
     int *tail_left = malloc(sizeof(int) * (size_t)n);
+    bool *head_over = calloc((size_t)n, sizeof *head_over);
     for (int i = 0; tail_left && i < n; i++) tail_left[i] = -1;
-    if (!d || !probs || !next || !done || !ended || !wrow || !wrun || !run || !fed || !tail_left)
+    if (!d || !probs || !next || !done || !ended || !wrow || !wrun || !run || !fed || !tail_left || !head_over)
         rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
     if (!rc) rc = start_all(pcm, experts, K, tok, n, instructions, preferences, max_tokens, out, err);
     for (int t = 0; t < max_tokens && !rc; t++) {
@@ -183,7 +193,7 @@ int mope_rollout_generate_ex(mope_expert *const *experts, int K, const mope_toke
             mope_rollout *r = &out[i];
             mope_sampler *smp = o->samplers[o->n_samplers == 1 ? 0 : i];
             const mope_rollout_explore *ex = o->explore && o->explore[i].expert >= 0 ? &o->explore[i] : NULL;
-            bool steered = ex && (r->n_resp < ex->head || tail_left[i] > 0);
+            bool steered = ex && ((!head_over[i] && r->n_resp < ex->head) || tail_left[i] > 0);
             int32_t y = -1;
             if (!steered) y = mope_sampler_sample_probs(smp, probs, V, r->tokens + r->prompt_len, r->n_resp, err);
             if (ex && !steered && y >= 0 && tail_left[i] < 0 && ex->tail > 0 && mope_tokenizer_is_eog(tok, y)) {
@@ -196,6 +206,10 @@ int mope_rollout_generate_ex(mope_expert *const *experts, int K, const mope_toke
                 one[ex->expert] = 1.0f;
                 if ((rc = mope_mix_step(d, K, one, rule, probs, err))) break;
                 y = mope_sampler_sample_probs(smp, probs, V, r->tokens + r->prompt_len, r->n_resp, err);
+                if (y >= 0 && ex->sentence && ends_sentence(tok, y)) {
+                    head_over[i] = true;
+                    if (tail_left[i] > 0) tail_left[i] = 1; /* this token is the tail's last */
+                }
                 if (tail_left[i] > 0) tail_left[i]--;
             }
             if (y < 0) {
@@ -252,5 +266,6 @@ int mope_rollout_generate_ex(mope_expert *const *experts, int K, const mope_toke
     free(run);
     free(fed);
     free(tail_left);
+    free(head_over);
     return rc ? mope_error_prefix(err, "rollout") : 0;
 }
