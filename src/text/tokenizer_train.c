@@ -10,252 +10,14 @@
  * the encoder does.  Pair counts are updated for those words only, and a
  * lazy max-heap (entries re-pushed on every count change, stale ones
  * skipped) yields the next most frequent pair. */
-#include "text/tokenizer_internal.h"
+#include "text/tokenizer_train_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "mope/io.h"
 
-#define U2581 "\xe2\x96\x81"
-/* Words longer than this (base64 blobs, long URLs) are left out of the
- * statistics: the greedy re-segmentation is quadratic in word length. */
-#define MAX_WORD_BYTES 256
 #define N_FIXED_CONTROL 3
-
-static int grow(void **p, size_t *cap, size_t need, size_t elem) {
-    if (need <= *cap) return 0;
-    size_t c = *cap ? *cap : 16;
-    while (c < need) c *= 2;
-    void *q = realloc(*p, c * elem);
-    if (!q) return MOPE_ENOMEM;
-    *p = q;
-    *cap = c;
-    return 0;
-}
-
-static uint64_t hash_bytes(const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
-    return h ^ (h >> 29);
-}
-
-/* Length of the character at s[i] (n bytes in all), split as the encoder
- * splits: a malformed sequence becomes single bytes. */
-static size_t char_len(const char *s, size_t i, size_t n) {
-    size_t l = (size_t)tok_utf8_len((uint8_t)s[i]);
-    if (i + l > n) return 1;
-    for (size_t k = 1; k < l; k++)
-        if (((uint8_t)s[i + k] & 0xc0) != 0x80) return 1;
-    return l;
-}
-
-/* ---- string tables: distinct byte strings, text -> index ---- */
-typedef struct strtab {
-    char *blob;
-    size_t blob_n, blob_cap, cap;
-    size_t *off;
-    uint32_t *len;
-    int32_t n;
-    int32_t *ht; /* index or -1 */
-    uint32_t mask;
-} strtab;
-
-static const char *st_str(const strtab *S, int32_t i) {
-    return S->blob + S->off[i];
-}
-
-/* The slot holding s, or the empty slot where it goes. */
-static uint32_t st_slot(const strtab *S, const char *s, size_t n) {
-    uint32_t i = (uint32_t)hash_bytes(s, n) & S->mask;
-    for (; S->ht[i] >= 0; i = (i + 1) & S->mask)
-        if (S->len[S->ht[i]] == n && memcmp(st_str(S, S->ht[i]), s, n) == 0) break;
-    return i;
-}
-
-static int32_t st_find(const strtab *S, const char *s, size_t n) {
-    return S->ht ? S->ht[st_slot(S, s, n)] : -1;
-}
-
-static int st_rehash(strtab *S, uint32_t size) {
-    free(S->ht);
-    S->ht = malloc((size_t)size * sizeof *S->ht);
-    if (!S->ht) return MOPE_ENOMEM;
-    S->mask = size - 1;
-    for (uint32_t i = 0; i < size; i++) S->ht[i] = -1;
-    for (int32_t k = 0; k < S->n; k++) S->ht[st_slot(S, st_str(S, k), S->len[k])] = k;
-    return 0;
-}
-
-/* Index of s, added when new (then *added is set); -1 when out of memory. */
-static int32_t st_intern(strtab *S, const char *s, size_t n, bool *added) {
-    if (!S->ht && st_rehash(S, 1024)) return -1;
-    uint32_t slot = st_slot(S, s, n);
-    *added = S->ht[slot] < 0;
-    if (!*added) return S->ht[slot];
-    if ((size_t)S->n == S->cap) {
-        size_t c = S->cap ? 2 * S->cap : 1024;
-        size_t *off = realloc(S->off, c * sizeof *off);
-        if (off) S->off = off;
-        uint32_t *len = realloc(S->len, c * sizeof *len);
-        if (len) S->len = len;
-        if (!off || !len || c > INT32_MAX) return -1;
-        S->cap = c;
-    }
-    if (grow((void **)&S->blob, &S->blob_cap, S->blob_n + n + 1, 1)) return -1;
-    memcpy(S->blob + S->blob_n, s, n);
-    int32_t k = S->n++;
-    S->off[k] = S->blob_n;
-    S->len[k] = (uint32_t)n;
-    S->blob_n += n;
-    S->ht[slot] = k;
-    if ((uint64_t)S->n * 2 > (uint64_t)S->mask + 1 && st_rehash(S, 2 * (S->mask + 1))) return -1;
-    return k;
-}
-
-static void st_free(strtab *S) {
-    free(S->blob);
-    free(S->off);
-    free(S->len);
-    free(S->ht);
-}
-
-/* A string table with a count per entry (words, characters). */
-typedef struct counts {
-    strtab S;
-    int64_t *count;
-    size_t cap;
-    int64_t total;
-} counts;
-
-static int count_add(counts *C, const char *s, size_t n, int64_t k) {
-    bool added;
-    int32_t i = st_intern(&C->S, s, n, &added);
-    if (i < 0 || grow((void **)&C->count, &C->cap, (size_t)C->S.n, sizeof *C->count)) return MOPE_ENOMEM;
-    if (added) C->count[i] = 0;
-    C->count[i] += k;
-    return 0;
-}
-
-static void counts_free(counts *C) {
-    st_free(&C->S);
-    free(C->count);
-}
-
-/* Word occurrences; the long ones are counted in total only. */
-static int word_count(counts *W, const char *s, size_t n) {
-    W->total++;
-    return n == 0 || n > MAX_WORD_BYTES ? 0 : count_add(W, s, n, 1);
-}
-
-/* ---- splitting text into words ---- */
-enum { CL_NONE = 0, CL_TEXT, CL_SPACE }; /* class of a word's run after its optional "▁" */
-
-typedef struct splitter {
-    counts *W;
-    char buf[MAX_WORD_BYTES + 8];
-    size_t n;
-    bool too_long;
-    int cls;
-} splitter;
-
-static int split_flush(splitter *sp) {
-    int rc = 0;
-    if (sp->n || sp->too_long) rc = word_count(sp->W, sp->buf, sp->too_long ? MAX_WORD_BYTES + 1 : sp->n);
-    sp->n = 0;
-    sp->too_long = false;
-    sp->cls = CL_NONE;
-    return rc;
-}
-
-static void split_put(splitter *sp, const char *s, size_t n) {
-    if (sp->n + n > MAX_WORD_BYTES) sp->too_long = true;
-    if (sp->too_long) return;
-    memcpy(sp->buf + sp->n, s, n);
-    sp->n += n;
-}
-
-/* One raw fragment (no special-token text inside). */
-static int split_fragment(splitter *sp, const char *s, size_t n, bool prefix) {
-    if (prefix) split_put(sp, U2581, 3);
-    for (size_t i = 0; i < n;) {
-        size_t l = char_len(s, i, n);
-        bool space = s[i] == ' ' || (l == 3 && memcmp(s + i, U2581, 3) == 0);
-        if (space) {
-            if (split_flush(sp)) return MOPE_ENOMEM;
-            split_put(sp, U2581, 3);
-        } else {
-            char c = s[i];
-            int cls = c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r' ? CL_SPACE : CL_TEXT;
-            if (sp->cls != CL_NONE && sp->cls != cls && split_flush(sp)) return MOPE_ENOMEM;
-            sp->cls = cls;
-            split_put(sp, s + i, l);
-        }
-        i += l;
-    }
-    return split_flush(sp);
-}
-
-typedef struct frag {
-    size_t off, len;
-    bool special;
-} frag;
-
-/* Splits special-token text out as the encoder does (longest token first,
- * each splitting every raw fragment at all its occurrences), then counts the
- * words of the raw fragments; a space is prefixed at the start and after
- * every special token. */
-static int count_text(counts *W, const char *text, size_t len, const tok_str *sp, int n_sp) {
-    frag *cur = NULL, *nxt = NULL;
-    size_t ncur = 0, ccur = 0, nnxt = 0, cnxt = 0;
-    int rc = MOPE_ENOMEM;
-    if (grow((void **)&cur, &ccur, 1, sizeof *cur)) goto done;
-    cur[ncur++] = (frag){0, len, false};
-    for (int k = 0; k < n_sp; k++) {
-        nnxt = 0;
-        for (size_t f = 0; f < ncur; f++) {
-            frag fr = cur[f];
-            size_t pos = fr.off, end = fr.off + fr.len;
-            while (!fr.special && end - pos >= sp[k].n) {
-                const char *hit = memmem(text + pos, end - pos, sp[k].p, sp[k].n);
-                if (!hit) break;
-                size_t h = (size_t)(hit - text);
-                if (grow((void **)&nxt, &cnxt, nnxt + 2, sizeof *nxt)) goto done;
-                if (h > pos) nxt[nnxt++] = (frag){pos, h - pos, false};
-                nxt[nnxt++] = (frag){h, sp[k].n, true};
-                pos = h + sp[k].n;
-            }
-            if (grow((void **)&nxt, &cnxt, nnxt + 1, sizeof *nxt)) goto done;
-            if (fr.special) nxt[nnxt++] = fr;
-            else if (end > pos) nxt[nnxt++] = (frag){pos, end - pos, false};
-        }
-        frag *t = cur;
-        cur = nxt;
-        nxt = t;
-        size_t tc = ccur;
-        ccur = cnxt;
-        cnxt = tc;
-        ncur = nnxt;
-    }
-    splitter *spl = calloc(1, sizeof *spl);
-    if (!spl) goto done;
-    spl->W = W;
-    bool prev_special = true;
-    rc = 0;
-    for (size_t f = 0; f < ncur && rc == 0; f++) {
-        if (cur[f].special) {
-            prev_special = true;
-            continue;
-        }
-        rc = split_fragment(spl, text + cur[f].off, cur[f].len, prev_special);
-        prev_special = false;
-    }
-    free(spl);
-done:
-    free(cur);
-    free(nxt);
-    return rc;
-}
 
 /* ---- pair statistics ---- */
 typedef struct pair {
@@ -301,8 +63,8 @@ typedef struct trainer {
 /* The caller has checked that the text is not a piece yet. */
 static int piece_add(trainer *T, const char *s, size_t n, int nchars, int type) {
     bool added;
-    int32_t id = st_intern(&T->P, s, n, &added);
-    if (id < 0 || grow((void **)&T->nchars, &T->pcap, (size_t)T->P.n, sizeof *T->nchars)) return MOPE_ENOMEM;
+    int32_t id = tt_st_intern(&T->P, s, n, &added);
+    if (id < 0 || tt_grow((void **)&T->nchars, &T->pcap, (size_t)T->P.n, sizeof *T->nchars)) return MOPE_ENOMEM;
     size_t cap = T->pcap;
     uint8_t *ty = realloc(T->ptype, cap);
     if (!ty) return MOPE_ENOMEM;
@@ -323,7 +85,7 @@ static int32_t pair_get(trainer *T, uint64_t key) {
     int32_t p = pair_find(T, key);
     if (p >= 0) return p;
     if (T->npr >= INT32_MAX) return -1;
-    if (grow((void **)&T->pr, &T->cpr, T->npr + 1, sizeof *T->pr)) return -1;
+    if (tt_grow((void **)&T->pr, &T->cpr, T->npr + 1, sizeof *T->pr)) return -1;
     p = (int32_t)T->npr++;
     T->pr[p] = (pair){.key = key, .stamp = UINT32_MAX};
     if ((uint64_t)T->npr * 2 > (uint64_t)T->pmask + 1) {
@@ -359,12 +121,12 @@ static int pair_update(trainer *T, int32_t a, int32_t b, int64_t delta, int32_t 
     if (q->stamp != T->stamp) {
         q->stamp = T->stamp;
         q->count0 = q->count;
-        if (grow((void **)&T->touched, &T->ctouched, T->ntouched + 1, sizeof *T->touched)) return MOPE_ENOMEM;
+        if (tt_grow((void **)&T->touched, &T->ctouched, T->ntouched + 1, sizeof *T->touched)) return MOPE_ENOMEM;
         T->touched[T->ntouched++] = p;
     }
     q->count += delta;
     if (add_word) {
-        if (grow((void **)&q->w, &q->cw, q->nw + 1, sizeof *q->w)) return MOPE_ENOMEM;
+        if (tt_grow((void **)&q->w, &q->cw, q->nw + 1, sizeof *q->w)) return MOPE_ENOMEM;
         q->w[q->nw++] = w;
     }
     return 0;
@@ -376,7 +138,7 @@ static bool hent_better(const hent *x, const hent *y) {
 }
 
 static int heap_push(trainer *T, int32_t p) {
-    if (grow((void **)&T->heap, &T->cheap, T->nheap + 1, sizeof *T->heap)) return MOPE_ENOMEM;
+    if (tt_grow((void **)&T->heap, &T->cheap, T->nheap + 1, sizeof *T->heap)) return MOPE_ENOMEM;
     size_t i = T->nheap++;
     hent e = {T->pr[p].count, T->pr[p].key, p};
     while (i > 0) {
@@ -417,9 +179,9 @@ static int flush_touched(trainer *T) {
 /* Id of the merged piece spelled by a + b, or -1. */
 static int32_t concat_merged(const trainer *T, int32_t a, int32_t b, char *buf) {
     const strtab *P = &T->P;
-    memcpy(buf, st_str(P, a), P->len[a]);
-    memcpy(buf + P->len[a], st_str(P, b), P->len[b]);
-    int32_t id = st_find(P, buf, (size_t)P->len[a] + P->len[b]);
+    memcpy(buf, tt_st_str(P, a), P->len[a]);
+    memcpy(buf + P->len[a], tt_st_str(P, b), P->len[b]);
+    int32_t id = tt_st_find(P, buf, (size_t)P->len[a] + P->len[b]);
     return id >= T->first_merge ? id : -1;
 }
 
@@ -485,10 +247,10 @@ void mope_tokenizer_train_result_free(mope_tokenizer_train_result *r) {
 }
 
 static void trainer_free(trainer *T) {
-    st_free(&T->P);
+    tt_st_free(&T->P);
     free(T->nchars);
     free(T->ptype);
-    counts_free(&T->W);
+    tt_counts_free(&T->W);
     free(T->sym);
     free(T->soff);
     free(T->symn);
@@ -544,7 +306,7 @@ static int add_specials(trainer *T, const mope_tokenizer_train_opts *o, mope_err
         size_t n = s ? strlen(s) : 0;
         if (n == 0) return mope_error_set(err, MOPE_EINVAL, "tokenizer training: special token %d is empty", i);
         if (n > 1024) return mope_error_set(err, MOPE_EINVAL, "tokenizer training: special token %d is too long", i);
-        if (st_find(&T->P, s, n) >= 0)
+        if (tt_st_find(&T->P, s, n) >= 0)
             return mope_error_set(err, MOPE_EINVAL, "tokenizer training: special token \"%s\" given twice or reserved",
                                   s);
         /* spaces become "▁" only outside special tokens: a piece could then
@@ -557,7 +319,7 @@ static int add_specials(trainer *T, const mope_tokenizer_train_opts *o, mope_err
     for (int b = 0; b < 256; b++) {
         char buf[8];
         snprintf(buf, sizeof buf, "<0x%02X>", b);
-        if (st_find(&T->P, buf, 6) >= 0)
+        if (tt_st_find(&T->P, buf, 6) >= 0)
             return mope_error_set(err, MOPE_EINVAL, "tokenizer training: special token \"%s\" is a byte token", buf);
         if (piece_add(T, buf, 6, 1, MOPE_TOKEN_BYTE)) goto nomem;
     }
@@ -581,7 +343,7 @@ static int read_inputs(trainer *T, const mope_tokenizer_train_opts *o, int64_t *
             order[j] = order[j - 1];
             order[j - 1] = x;
         }
-    for (int32_t i = 0; i < n_sp; i++) sp[i] = (tok_str){st_str(&T->P, order[i]), T->P.len[order[i]]};
+    for (int32_t i = 0; i < n_sp; i++) sp[i] = (tok_str){tt_st_str(&T->P, order[i]), T->P.len[order[i]]};
     int n_inputs = (o->text ? 1 : 0) + o->n_files;
     *n_bytes = 0;
     if (o->text) {
@@ -589,7 +351,7 @@ static int read_inputs(trainer *T, const mope_tokenizer_train_opts *o, int64_t *
             rc = mope_error_set(err, MOPE_EINVAL, "tokenizer training: the training text is empty");
             goto done;
         }
-        if (count_text(&T->W, o->text, o->text_len, sp, n_sp)) goto nomem;
+        if (tt_count_text(&T->W, o->text, o->text_len, sp, n_sp)) goto nomem;
         *n_bytes += (int64_t)o->text_len;
         report(o, 0, 1, n_inputs, t0);
     }
@@ -609,7 +371,7 @@ static int read_inputs(trainer *T, const mope_tokenizer_train_opts *o, int64_t *
             rc = mope_error_set(err, MOPE_EINVAL, "tokenizer training: data file %s is empty", o->files[f]);
             goto done;
         }
-        rc = count_text(&T->W, data, n, sp, n_sp);
+        rc = tt_count_text(&T->W, data, n, sp, n_sp);
         free(data);
         if (rc) goto nomem;
         *n_bytes += (int64_t)n;
@@ -635,7 +397,7 @@ static int cmp_char(const void *x, const void *y, void *ctx) {
     int32_t a = *(const int32_t *)x, b = *(const int32_t *)y;
     if (C->count[a] != C->count[b]) return C->count[a] > C->count[b] ? -1 : 1;
     uint32_t la = C->S.len[a], lb = C->S.len[b];
-    int c = memcmp(st_str(&C->S, a), st_str(&C->S, b), la < lb ? la : lb);
+    int c = memcmp(tt_st_str(&C->S, a), tt_st_str(&C->S, b), la < lb ? la : lb);
     return c ? c : (la > lb) - (la < lb);
 }
 
@@ -646,12 +408,12 @@ static int build_symbols(trainer *T, const mope_tokenizer_train_opts *o, int32_t
     size_t total_syms = 0;
     int rc = 0;
     for (int32_t w = 0; w < W->S.n; w++) {
-        const char *s = st_str(&W->S, w);
+        const char *s = tt_st_str(&W->S, w);
         for (size_t i = 0, n = W->S.len[w]; i < n;) {
-            size_t l = char_len(s, i, n);
+            size_t l = tt_char_len(s, i, n);
             total_syms++;
             C.total += W->count[w];
-            if (valid_char(s + i, l) && count_add(&C, s + i, l, W->count[w])) goto nomem;
+            if (valid_char(s + i, l) && tt_count_add(&C, s + i, l, W->count[w])) goto nomem;
             i += l;
         }
     }
@@ -667,7 +429,7 @@ static int build_symbols(trainer *T, const mope_tokenizer_train_opts *o, int32_t
     while (keep < C.S.n && keep < room && (double)covered < o->char_coverage * (double)C.total)
         covered += C.count[order[keep++]];
     /* "▁" always gets a piece when there is room: every text starts with it */
-    int32_t sp = st_find(&C.S, U2581, 3);
+    int32_t sp = tt_st_find(&C.S, U2581, 3);
     if (sp >= 0 && keep < room)
         for (int64_t c = keep; c < C.S.n; c++)
             if (order[c] == sp) {
@@ -676,9 +438,9 @@ static int build_symbols(trainer *T, const mope_tokenizer_train_opts *o, int32_t
             }
     int32_t base = T->P.n;
     for (int64_t c = 0; c < keep; c++) {
-        if (st_find(&T->P, st_str(&C.S, order[c]), C.S.len[order[c]]) >= 0) continue; /* a 1-char special */
+        if (tt_st_find(&T->P, tt_st_str(&C.S, order[c]), C.S.len[order[c]]) >= 0) continue; /* a 1-char special */
         cid[order[c]] = T->P.n;
-        if (piece_add(T, st_str(&C.S, order[c]), C.S.len[order[c]], 1, MOPE_TOKEN_NORMAL)) goto nomem;
+        if (piece_add(T, tt_st_str(&C.S, order[c]), C.S.len[order[c]], 1, MOPE_TOKEN_NORMAL)) goto nomem;
     }
     *n_chars = T->P.n - base;
     T->first_merge = T->P.n;
@@ -690,12 +452,12 @@ static int build_symbols(trainer *T, const mope_tokenizer_train_opts *o, int32_t
     if (!T->sym || !T->soff || !T->symn || !T->wstamp || !T->changed) goto nomem;
     size_t at = 0;
     for (int32_t w = 0; w < W->S.n; w++) {
-        const char *s = st_str(&W->S, w);
+        const char *s = tt_st_str(&W->S, w);
         T->soff[w] = at;
         int32_t k = 0;
         for (size_t i = 0, n = W->S.len[w]; i < n; k++) {
-            size_t l = char_len(s, i, n);
-            int32_t c = valid_char(s + i, l) ? st_find(&C.S, s + i, l) : -1;
+            size_t l = tt_char_len(s, i, n);
+            int32_t c = valid_char(s + i, l) ? tt_st_find(&C.S, s + i, l) : -1;
             T->sym[at + (size_t)k] = c >= 0 ? cid[c] : -1;
             i += l;
         }
@@ -706,7 +468,7 @@ static int build_symbols(trainer *T, const mope_tokenizer_train_opts *o, int32_t
 nomem:
     rc = mope_error_set(err, MOPE_ENOMEM, "tokenizer training: out of memory");
 done:
-    counts_free(&C);
+    tt_counts_free(&C);
     free(order);
     free(cid);
     return rc;
@@ -716,11 +478,11 @@ done:
  * of every split of its text into two pieces. */
 static int merge_piece(trainer *T, int32_t id, int32_t left, int32_t right) {
     T->stamp++;
-    const char *p = st_str(&T->P, id);
+    const char *p = tt_st_str(&T->P, id);
     uint32_t n = T->P.len[id];
     for (uint32_t k = 1; k < n; k++) {
         if (((uint8_t)p[k] & 0xc0) == 0x80) continue; /* not a character boundary */
-        int32_t a = st_find(&T->P, p, k), b = st_find(&T->P, p + k, n - k);
+        int32_t a = tt_st_find(&T->P, p, k), b = tt_st_find(&T->P, p + k, n - k);
         if (a < 0 || b < 0 || !eligible(T, a, b)) continue;
         int32_t q = pair_find(T, (uint64_t)(uint32_t)a << 32 | (uint32_t)b);
         if (q < 0) continue;
@@ -770,9 +532,9 @@ int mope_tokenizer_train_bpe(const mope_tokenizer_train_opts *o, mope_tokenizer_
         if (q->count < o->min_freq) break;
         int32_t a = (int32_t)(q->key >> 32), b = (int32_t)(uint32_t)q->key;
         size_t n = (size_t)T.P.len[a] + T.P.len[b];
-        memcpy(buf, st_str(&T.P, a), T.P.len[a]);
-        memcpy(buf + T.P.len[a], st_str(&T.P, b), T.P.len[b]);
-        if (st_find(&T.P, buf, n) >= 0) { /* e.g. text "<0x41>": the byte token's name */
+        memcpy(buf, tt_st_str(&T.P, a), T.P.len[a]);
+        memcpy(buf + T.P.len[a], tt_st_str(&T.P, b), T.P.len[b]);
+        if (tt_st_find(&T.P, buf, n) >= 0) { /* e.g. text "<0x41>": the byte token's name */
             q->banned = true;
             continue;
         }
@@ -793,7 +555,7 @@ int mope_tokenizer_train_bpe(const mope_tokenizer_train_opts *o, mope_tokenizer_
     types = malloc((size_t)nv * sizeof *types);
     if (!toks || !lens || !scores || !types) goto nomem;
     for (int32_t i = 0; i < nv; i++) {
-        toks[i] = st_str(&T.P, i);
+        toks[i] = tt_st_str(&T.P, i);
         lens[i] = T.P.len[i];
         types[i] = T.ptype[i];
         int32_t r = i - T.first_merge, c = i - (T.first_merge - n_chars);
