@@ -82,6 +82,23 @@ if "$MOPE" generate --help 2>/dev/null | grep -q -- "--method"; then
   expect_grep "generate with the trained PCM" "tokens, " "$WORK/g.err"
 fi
 
+# --explore: every item's second rollout steered by one of its preference's experts
+"$MOPE" train pcm "${COMMON[@]}" --iterations 1 --explore 1 --explore-head 4 --explore-tail 4 -o "$WORK/e.gguf" \
+  --log "$WORK/e.jsonl" -q >/dev/null 2>"$WORK/e.err" || { echo "FAIL: --explore" >&2; cat "$WORK/e.err" >&2; exit 1; }
+python3 - "$WORK/e.jsonl" <<'PY'
+import json, sys
+l = json.loads(open(sys.argv[1], encoding="utf-8").readline())
+assert l["explored"] == 8 and len(l["explore_items"]) == 8, l
+for x in l["explore_items"]:
+    assert x["expert"] in x["preference"].split("+"), x
+    assert (x["head"], x["tail"]) in [(4, 0), (0, 4), (4, 4)], x
+assert abs(l["explore_gain"] - sum(x["utility"] - x["partner_utility"] for x in l["explore_items"]) / 8) < 1e-9
+print("explore: ok")
+PY
+
+fails_cleanly "$MOPE" train pcm "${COMMON[@]}" -o "$WORK/x.gguf" --explore 1.5
+fails_cleanly "$MOPE" train pcm "${COMMON[@]}" -o "$WORK/x.gguf" --explore 0.5 --explore-head 0 --explore-tail 0
+expect_grep "explore lengths" "explore" "$WORK/fc.err"
 fails_cleanly "$MOPE" train pcm "${COMMON[@]}" -o "$WORK/x.gguf" --prefs "P1A,P9Z"
 expect_grep "names the unknown choice" "P9Z" "$WORK/fc.err"
 fails_cleanly "$MOPE" train pcm "${COMMON[@]}" -o "$WORK/x.gguf" --rule geometric
