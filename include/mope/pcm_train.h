@@ -40,7 +40,11 @@
  * tokens_per_s (response tokens / iteration wall time), iter_s, elapsed_s,
  * and "per_preference": {"P1A+P2B+P3A": {"n", "reward", "utility",
  * "weights": {expert id: mean weight over the response tokens}}} for the
- * combinations of this batch.  On --resume the log keeps its lines up to the
+ * combinations of this batch.  With exploration on, also "explored" (steered
+ * items), "explore_gain" (their mean utility minus their partner's) and
+ * "explore_items": [{"preference", "expert", "head", "tail", "utility",
+ * "partner_utility", "response"}]; utility and weights then include the
+ * steered rollouts.  On --resume the log keeps its lines up to the
  * checkpoint's iteration and continues.
  *
  * Checkpoint (GGUF, atomic): the PCM file (mope_pcm_to_gguf, with the
