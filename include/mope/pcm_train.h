@@ -77,6 +77,8 @@ typedef struct mope_pcm_train_progress {
     double loss_before, loss_after, kl, kl_prior;
     float grad_norm, lr;        /* of the last update */
     double mean_len, truncated_share;
+    int explored;               /* steered items of this batch (--explore) */
+    double explore_gain;        /* their mean utility minus their partner's */
     int64_t tokens;             /* response tokens of this batch */
     double iter_s, elapsed_s, tokens_per_s;
     bool checkpointed;

@@ -95,11 +95,11 @@ static int on_progress(void *user, const mope_pcm_train_progress *p) {
     if (c->quiet) return 0;
     fprintf(stderr,
             "%siter %lld/%lld  reward %.4f  utility %.4f  loss %.5g -> %.5g  kl %.4f  kl-prior %.3f  len %.1f  "
-            "%.2f s/it  %.0f tok/s%s%s",
+            "%.2f s/it  %.0f tok/s",
             c->tty ? "\r" : "", (long long)p->iteration, (long long)p->total, p->reward, p->utility, p->loss_before,
-            p->loss_after, p->kl, p->kl_prior, p->mean_len, p->iter_s, p->tokens_per_s,
-            p->checkpointed ? "  [checkpoint]" : "",
-            c->tty ? "   " : "\n");
+            p->loss_after, p->kl, p->kl_prior, p->mean_len, p->iter_s, p->tokens_per_s);
+    if (p->explored) fprintf(stderr, "  explored %d (%+.3f)", p->explored, p->explore_gain);
+    fprintf(stderr, "%s%s", p->checkpointed ? "  [checkpoint]" : "", c->tty ? "   " : "\n");
     c->open = c->tty;
     return 0;
 }

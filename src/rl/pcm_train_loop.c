@@ -647,6 +647,7 @@ int mope_pcm_train_run(const mope_pcm_train_opts *o, mope_pcm_train_result *res,
                                          .utility = st.utility, .loss_before = st.loss_before,
                                          .loss_after = st.loss_after, .kl = st.kl, .kl_prior = st.kl_prior,
                                          .grad_norm = st.grad_norm, .lr = st.lr, .mean_len = st.mean_len, .truncated_share = st.trunc,
+                                         .explored = st.explored, .explore_gain = st.explore_gain,
                                          .tokens = st.tokens, .iter_s = dt, .elapsed_s = now - t0,
                                          .tokens_per_s = dt > 0 ? st.tokens / dt : 0, .checkpointed = ck,
                                          .log_line = s};

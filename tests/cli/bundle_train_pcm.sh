@@ -84,7 +84,8 @@ fi
 
 # --explore: every item's second rollout steered by one of its preference's experts
 "$MOPE" train pcm "${COMMON[@]}" --iterations 1 --explore 1 --explore-head 4 --explore-tail 4 -o "$WORK/e.gguf" \
-  --log "$WORK/e.jsonl" -q >/dev/null 2>"$WORK/e.err" || { echo "FAIL: --explore" >&2; cat "$WORK/e.err" >&2; exit 1; }
+  --log "$WORK/e.jsonl" >/dev/null 2>"$WORK/e.err" || { echo "FAIL: --explore" >&2; cat "$WORK/e.err" >&2; exit 1; }
+expect_grep "progress line counts the steered items" "^iter 1/1 .* explored 8 ([+-]" "$WORK/e.err"
 python3 - "$WORK/e.jsonl" <<'PY'
 import json, sys
 l = json.loads(open(sys.argv[1], encoding="utf-8").readline())
