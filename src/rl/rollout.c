@@ -24,9 +24,8 @@ mope_rebel_sample mope_rollout_sample(const mope_rollout *r, double reward) {
 static bool ends_sentence(const mope_tokenizer *tok, int32_t y) {
     char b[64];
     int len = mope_tokenizer_token_bytes(tok, y, 0, b, sizeof b, NULL);
-    if (len <= 0) return false;
-    char last = b[(len < (int)sizeof b ? len : (int)sizeof b) - 1];
-    return len <= (int)sizeof b && (last == '.' || last == '!' || last == '?');
+    if (len <= 0 || len > (int)sizeof b) return false; /* longer pieces are not punctuation */
+    return b[len - 1] == '.' || b[len - 1] == '!' || b[len - 1] == '?';
 }
 
 /* Prompts of every rollout into the PCM (when there is one) and the experts. */
