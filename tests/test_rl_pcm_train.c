@@ -476,6 +476,104 @@ static void test_warm_start(void **state) {
     free(text);
 }
 
+/* --warm-best: the log's first line holds each named expert's measured
+ * utility; the target puts the share on the argmax and spreads the rest
+ * (a single named expert keeps 1); the warm start then follows that target;
+ * the measurement is deterministic (a second run writes the same line). */
+static char *first_line(const char *path) {
+    size_t n;
+    char *t = read_all(path, &n);
+    t[strcspn(t, "\n")] = 0;
+    return t;
+}
+
+static void test_warm_best(void **state) {
+    (void)state;
+    mope_error err = {0};
+    mope_pcm_train_opts o;
+    base_opts(&o, "pcm_best.gguf");
+    char logp[700];
+    path_of(logp, sizeof logp, "log_best.jsonl");
+    o.log = logp;
+    o.iterations = 1;
+    o.warm_steps = 300; /* 150 sat on a plateau (the marginal weights) for share 0.8 */
+    o.warm_lr = 1e-2f;
+    o.adamw.lr = 1e-6f;
+    o.adamw.min_lr = 1e-6f;
+    o.warm_best = 0.8;
+    o.warm_best_prompts = 4;
+    mope_pcm_train_result res;
+    int rc = mope_pcm_train_run(&o, &res, &err);
+    if (rc) fprintf(stderr, "%s\n", err.msg);
+    assert_int_equal(rc, 0);
+    printf("warm start toward the measured targets: KL %.4f -> %.4f\n", res.warm_loss_first, res.warm_loss_last);
+    assert_true(res.warm_loss_last < 0.2 * res.warm_loss_first);
+    char *line = first_line(logp);
+    cJSON *j = cJSON_Parse(line);
+    assert_non_null(j);
+    const cJSON *wt = cJSON_GetObjectItem(j, "warm_target");
+    assert_non_null(wt);
+    assert_int_equal(cJSON_GetObjectItem(wt, "prompts")->valueint, 4);
+    static const char *const names[3] = {"P1A+P2A", "P1B+P2A", "P1A"};
+    static const char *const ids[3] = {"P1A", "P1B", "P2A"};
+    float want[3][3];
+    for (int f = 0; f < 3; f++) {
+        const cJSON *pp = cJSON_GetObjectItem(cJSON_GetObjectItem(wt, "per_preference"), names[f]);
+        assert_non_null(pp);
+        const cJSON *u = cJSON_GetObjectItem(pp, "utility"), *t = cJSON_GetObjectItem(pp, "target");
+        int named = f == 2 ? 1 : 2, best = -1;
+        double bu = -1, sum = 0;
+        assert_int_equal(cJSON_GetArraySize(u), named);
+        for (int k = 0; k < 3; k++) {
+            const cJSON *x = cJSON_GetObjectItem(u, ids[k]);
+            if (!x) continue;
+            assert_true(x->valuedouble > 0 && x->valuedouble < 1);
+            if (x->valuedouble > bu) bu = x->valuedouble, best = k;
+        }
+        for (int k = 0; k < 3; k++) {
+            bool is_named = cJSON_GetObjectItem(u, ids[k]) != NULL;
+            want[f][k] = !is_named ? 0.0f : named == 1 ? 1.0f : k == best ? 0.8f : 0.2f;
+            double q = cJSON_GetObjectItem(t, ids[k])->valuedouble;
+            assert_true(fabs(q - want[f][k]) < 1e-6);
+            sum += q;
+        }
+        assert_true(fabs(sum - 1) < 1e-6);
+    }
+    cJSON_Delete(j);
+    /* the warm start followed that target */
+    mope_pcm *p = mope_pcm_load(o.out, 1, &err);
+    assert_non_null(p);
+    char tp[700];
+    path_of(tp, sizeof tp, "base.gguf");
+    mope_tokenizer *tok = mope_tokenizer_load(tp, &err);
+    assert_non_null(tok);
+    static const char *const prefs[3] = {"Be simple. Be brief.", "Be expert. Be brief.", "Be simple."};
+    for (int f = 0; f < 3; f++) {
+        int32_t *t = NULL;
+        int n = mope_pcm_prompt_tokens(tok, "What is a glacier?", prefs[f], &t, &err);
+        float *w = malloc(sizeof(float) * 3 * (size_t)n);
+        assert_int_equal(mope_pcm_forward(p, t, 1, n, w, &err), 0);
+        const float *wl = w + (size_t)(n - 1) * 3;
+        printf("%s: %.3f %.3f %.3f (target %.1f %.1f %.1f)\n", prefs[f], wl[0], wl[1], wl[2], want[f][0], want[f][1],
+               want[f][2]);
+        for (int k = 0; k < 3; k++) assert_true(fabs(wl[k] - want[f][k]) < 0.2);
+        free(w);
+        free(t);
+    }
+    mope_tokenizer_free(tok);
+    mope_pcm_free(p);
+    /* deterministic */
+    assert_int_equal(mope_pcm_train_run(&o, NULL, &err), 0);
+    char *again = first_line(logp);
+    assert_string_equal(line, again);
+    free(again);
+    free(line);
+    /* out of range */
+    o.warm_best = 1.5;
+    assert_int_equal(mope_pcm_train_run(&o, NULL, &err), MOPE_EINVAL);
+    assert_non_null(strstr(err.msg, "warm best"));
+}
+
 static void test_resume_exact(void **state) {
     (void)state;
     mope_error err = {0};
@@ -646,6 +744,7 @@ int main(void) {
         cmocka_unit_test(test_train_and_log),
         cmocka_unit_test(test_resume_exact),
         cmocka_unit_test(test_warm_start),
+        cmocka_unit_test(test_warm_best),
         cmocka_unit_test(test_bad_inputs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

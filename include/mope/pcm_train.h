@@ -109,6 +109,12 @@ typedef struct mope_pcm_train_opts {
                                       experts of each preference (0: none; skipped when resuming) */
     float warm_lr;                 /* their peak learning rate (<= 0: 1e-3) */
     int warm_batch;                /* sequences per warm-start update (<= 0: 2 * batch) */
+    double warm_best;              /* 0: the warm start's (and kl_prior's) target is uniform over each
+                                      preference's experts.  In (0, 1]: each of those experts first
+                                      answers warm_best_prompts training prompts alone, its answers are
+                                      scored as REBEL scores rollouts, and the target puts this share on
+                                      the best of them and spreads the rest over the others */
+    int warm_best_prompts;         /* prompts per (preference, expert) measurement (capped at 2 * batch) */
     mope_adamw_config adamw;       /* total_steps <= 0: iterations * epochs */
     double explore;                /* [0, 1]: share of items whose second rollout is steered
                                       (mope_rollout_explore): an expert drawn uniformly among those

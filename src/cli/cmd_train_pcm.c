@@ -43,6 +43,12 @@ static const char *const HELP =
     "                           from a PCM that reads the preference (default 0: none)\n"
     "  --warm-lr F              their peak learning rate (default 1e-3)\n"
     "  --warm-batch N           sequences per update (default 2 x --batch)\n"
+    "  --warm-best F            target share F on each preference's best expert (by the\n"
+    "                           reward models' utility of its answers alone), the rest\n"
+    "                           spread over its other experts; also --kl-prior's target\n"
+    "                           (default 0: uniform over the preference's experts)\n"
+    "  --warm-best-prompts N    training prompts per measurement (default 32, at most\n"
+    "                           2 x --batch)\n"
     "REBEL:\n"
     "  --iterations N           iterations in total (default 20)\n"
     "  --batch N                (prompt, preference) items per iteration (default 8)\n"
@@ -236,6 +242,12 @@ int cmd_train_pcm(int argc, char **argv) {
         } else if (OPT(NULL, "--length-penalty")) {
             if (BAD || cli_parse_float(cmd, a, v, 0, 1e9, &f)) goto usage;
             o.length_penalty = f;
+        } else if (OPT(NULL, "--warm-best")) {
+            if (BAD || cli_parse_float(cmd, a, v, 0, 1, &f)) goto usage;
+            o.warm_best = f;
+        } else if (OPT(NULL, "--warm-best-prompts")) {
+            if (BAD || cli_parse_int(cmd, a, v, 1, 4096, &n)) goto usage;
+            o.warm_best_prompts = (int)n;
         } else if (OPT(NULL, "--explore")) {
             if (BAD || cli_parse_float(cmd, a, v, 0, 1, &f)) goto usage;
             o.explore = f;

@@ -29,6 +29,7 @@ void mope_pcm_train_opts_init(mope_pcm_train_opts *o) {
     o->adamw.lr = 1e-4f;
     o->adamw.min_lr = 1e-5f;
     o->adamw.weight_decay = 0.0f;
+    o->warm_best_prompts = 32;
     o->explore_head = 12;
     o->explore_tail = 16;
     o->max_tokens = 48;
@@ -609,6 +610,8 @@ int pt_setup(pt_ctx *c, mope_error *err) {
 }
 
 void pt_teardown(pt_ctx *c) {
+    free(c->target);
+    free(c->ex_util);
     for (int k = 0; c->ex && k < c->K; k++)
         if (c->ex_owned[k]) mope_expert_free(c->ex[k]);
     mope_expert_group_free(c->group);

@@ -50,6 +50,10 @@ typedef struct pt_ctx {
     mope_rng rng;
     mope_sampler *smp;
     mope_adamw_config adamw;
+    /* --warm-best: per preference, the target weights and each expert's
+     * measured utility alone (n_prefs x K each; NULL when off) */
+    float *target;
+    double *ex_util;
 } pt_ctx;
 
 /* pcm_train.c */
@@ -61,10 +65,19 @@ char *pt_response_text(pt_ctx *c, const mope_rollout *r, mope_error *err);
 int pt_score(pt_ctx *c, int ch, const char *const *prompts, const char *const *responses, int n, float *out,
              mope_error *err);
 
-/* q[K]: uniform over the experts serving a choice of preference p (all
- * experts when none does): the warm start's target and the prior of
- * --kl-prior (pcm_warm.c).  Returns how many experts got weight. */
+/* q[K]: the warm start's target and the prior of --kl-prior for
+ * preference p (pcm_warm.c): uniform over the experts serving a choice of
+ * p (all experts when none does), or with --warm-best the share warm_best
+ * on the best of them and the rest spread over the others.  Returns how
+ * many experts got weight. */
 int pt_pref_target(const pt_ctx *c, int p, float *q);
+
+/* --warm-best: generates with each expert serving a preference, alone, on
+ * warm_best_prompts training prompts, scores the answers as REBEL does
+ * (weighted, normalised reward-model utility) and fills c->target and
+ * c->ex_util.  Deterministic for a seed (its own sampler seeds); a no-op
+ * when warm_best is 0. */
+int pt_best_targets(pt_ctx *c, mope_error *err);
 
 /* The optimizer step the loop uses (AdamW on trunk + head, moments in c). */
 typedef int (*pt_opt_fn)(pt_ctx *c, float *lr_out, float *norm_out, mope_error *err);

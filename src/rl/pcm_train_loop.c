@@ -160,7 +160,8 @@ static int log_trim(const char *path, int64_t upto, mope_error *err) {
         const cJSON *it = o ? cJSON_GetObjectItemCaseSensitive(o, "iteration") : NULL;
         /* the warm start's summary comes before every iteration: it stays */
         bool keep = (cJSON_IsNumber(it) && it->valuedouble <= (double)upto) ||
-                    (o && cJSON_GetObjectItemCaseSensitive(o, "warm_start"));
+                    (o && (cJSON_GetObjectItemCaseSensitive(o, "warm_start") ||
+                           cJSON_GetObjectItemCaseSensitive(o, "warm_target")));
         if (keep) {
             rc = mope_io_atomic_write(f, p, l, err);
             if (!rc) rc = mope_io_atomic_write(f, "\n", 1, err);
@@ -453,6 +454,9 @@ static int check_opts(const mope_pcm_train_opts *o, mope_error *err) {
                               "train pcm: eta (%g) and temperature (%g) must be > 0, kl (%g), kl prior (%g) and "
                               "length penalty (%g) >= 0",
                               o->eta, o->temperature, o->kl_coef, o->kl_prior, o->length_penalty);
+    if (!(o->warm_best >= 0 && o->warm_best <= 1) || (o->warm_best > 0 && o->warm_best_prompts < 1))
+        return mope_error_set(err, MOPE_EINVAL, "train pcm: warm best share %g must be in [0, 1] and its prompts (%d) >= 1",
+                              o->warm_best, o->warm_best_prompts);
     if (!(o->explore >= 0 && o->explore <= 1) || o->explore_head < 0 || o->explore_tail < 0 ||
         (o->explore > 0 && o->explore_head + o->explore_tail == 0))
         return mope_error_set(err, MOPE_EINVAL,
@@ -555,6 +559,32 @@ static int check_lengths(pt_ctx *c, mope_error *err) {
     return rc;
 }
 
+/* {"warm_target": {"best_share", "prompts", "per_preference": {name: {"utility": {expert: u}, "target":
+ * {expert: q}}}}}: what --warm-best measured and chose. */
+static int log_warm_target(pt_ctx *c, FILE *logf, mope_error *err) {
+    cJSON *root = cJSON_CreateObject(), *wt = root ? cJSON_AddObjectToObject(root, "warm_target") : NULL;
+    cJSON *per = wt ? cJSON_AddObjectToObject(wt, "per_preference") : NULL;
+    if (per) {
+        cJSON_AddNumberToObject(wt, "best_share", c->o->warm_best);
+        cJSON_AddNumberToObject(wt, "prompts", c->o->warm_best_prompts < c->n_seq ? c->o->warm_best_prompts : c->n_seq);
+    }
+    for (int p = 0; per && p < c->n_prefs; p++) {
+        cJSON *q = cJSON_AddObjectToObject(per, c->pref_name[p]);
+        cJSON *u = q ? cJSON_AddObjectToObject(q, "utility") : NULL, *t = q ? cJSON_AddObjectToObject(q, "target") : NULL;
+        for (int k = 0; u && t && k < c->K; k++) {
+            double x = c->ex_util[(size_t)p * c->K + k];
+            if (isfinite(x)) cJSON_AddNumberToObject(u, c->b->experts[k].id, x);
+            cJSON_AddNumberToObject(t, c->b->experts[k].id, c->target[(size_t)p * c->K + k]);
+        }
+    }
+    char *s = per ? cJSON_PrintUnformatted(root) : NULL;
+    cJSON_Delete(root);
+    if (!s) return mope_error_set(err, MOPE_ENOMEM, "out of memory");
+    int bad = fprintf(logf, "%s\n", s) < 0 || fflush(logf) != 0;
+    free(s);
+    return bad ? mope_error_set(err, MOPE_EIO, "writing the log %s failed", c->o->log) : 0;
+}
+
 int mope_pcm_train_run(const mope_pcm_train_opts *o, mope_pcm_train_result *res, mope_error *err) {
     mope_pcm_train_result r0;
     memset(&r0, 0, sizeof r0);
@@ -603,6 +633,9 @@ int mope_pcm_train_run(const mope_pcm_train_opts *o, mope_pcm_train_result *res,
             goto done;
         }
     }
+    /* measured again on --resume: the prior of --kl-prior needs it */
+    if ((rc = pt_best_targets(&c, err))) goto done;
+    if (!resumed && c.target && logf && (rc = log_warm_target(&c, logf, err))) goto done;
     res->warm_loss_first = res->warm_loss_last = res->warm_mass = NAN;
     if (!resumed && (rc = pt_warm_start(&c, opt_apply, err))) goto done;
     if (!resumed && o->warm_steps > 0 && logf) {
