@@ -396,6 +396,39 @@ static void test_train_and_log(void **state) {
     free(text);
 }
 
+/* The PCM at `path` gives, at the first response position of "What is a
+ * glacier?" under the three test preferences (P1A+P2A, P1B+P2A, P1A), the
+ * weights want[f] within 0.2, with >= 0.85 on the experts want names. */
+static void check_first_weights(const char *path, const float want[3][3]) {
+    mope_error err = {0};
+    mope_pcm *p = mope_pcm_load(path, 1, &err);
+    assert_non_null(p);
+    char tp[700];
+    path_of(tp, sizeof tp, "base.gguf");
+    mope_tokenizer *tok = mope_tokenizer_load(tp, &err);
+    assert_non_null(tok);
+    static const char *const prefs[3] = {"Be simple. Be brief.", "Be expert. Be brief.", "Be simple."};
+    for (int f = 0; f < 3; f++) {
+        int32_t *t = NULL;
+        int n = mope_pcm_prompt_tokens(tok, "What is a glacier?", prefs[f], &t, &err);
+        assert_true(n > 0);
+        float *w = malloc(sizeof(float) * 3 * (size_t)n);
+        assert_int_equal(mope_pcm_forward(p, t, 1, n, w, &err), 0);
+        const float *wl = w + (size_t)(n - 1) * 3;
+        printf("%s: %.3f %.3f %.3f (target %.2f %.2f %.2f)\n", prefs[f], wl[0], wl[1], wl[2], want[f][0], want[f][1],
+               want[f][2]);
+        double on = 0;
+        for (int k = 0; k < 3; k++) on += want[f][k] > 0 ? wl[k] : 0;
+        assert_true(on > 0.85);
+        for (int k = 0; k < 3; k++)
+            if (want[f][k] > 0) assert_true(fabs(wl[k] - want[f][k]) < 0.2);
+        free(w);
+        free(t);
+    }
+    mope_tokenizer_free(tok);
+    mope_pcm_free(p);
+}
+
 /* Warm start: the targets are known by hand (experts P1A, P1B, P2A):
  * "P1A,P2A" -> (1/2, 0, 1/2), "P1B,P2A" -> (0, 1/2, 1/2), "P1A" -> (1, 0, 0).
  * After the supervised updates the PCM must put most of its weight on them
@@ -426,32 +459,8 @@ static void test_warm_start(void **state) {
     assert_true(res.warm_loss_last < 0.2 * res.warm_loss_first);
     assert_true(res.warm_mass > 0.9);
 
-    mope_pcm *p = mope_pcm_load(o.out, 1, &err);
-    assert_non_null(p);
-    char tp[700];
-    path_of(tp, sizeof tp, "base.gguf");
-    mope_tokenizer *tok = mope_tokenizer_load(tp, &err);
-    assert_non_null(tok);
-    static const char *const prefs[3] = {"Be simple. Be brief.", "Be expert. Be brief.", "Be simple."};
     static const float want[3][3] = {{0.5f, 0, 0.5f}, {0, 0.5f, 0.5f}, {1, 0, 0}};
-    for (int f = 0; f < 3; f++) {
-        int32_t *t = NULL;
-        int n = mope_pcm_prompt_tokens(tok, "What is a glacier?", prefs[f], &t, &err);
-        assert_true(n > 0);
-        float *w = malloc(sizeof(float) * 3 * (size_t)n);
-        assert_int_equal(mope_pcm_forward(p, t, 1, n, w, &err), 0);
-        const float *wl = w + (size_t)(n - 1) * 3;
-        printf("%s: %.3f %.3f %.3f\n", prefs[f], wl[0], wl[1], wl[2]);
-        double on = 0;
-        for (int k = 0; k < 3; k++) on += want[f][k] > 0 ? wl[k] : 0;
-        assert_true(on > 0.85);
-        for (int k = 0; k < 3; k++)
-            if (want[f][k] > 0) assert_true(fabs(wl[k] - want[f][k]) < 0.2);
-        free(w);
-        free(t);
-    }
-    mope_tokenizer_free(tok);
-    mope_pcm_free(p);
+    check_first_weights(o.out, want);
 
     size_t n;
     char *text = read_all(logp, &n);
@@ -541,27 +550,7 @@ static void test_warm_best(void **state) {
     }
     cJSON_Delete(j);
     /* the warm start followed that target */
-    mope_pcm *p = mope_pcm_load(o.out, 1, &err);
-    assert_non_null(p);
-    char tp[700];
-    path_of(tp, sizeof tp, "base.gguf");
-    mope_tokenizer *tok = mope_tokenizer_load(tp, &err);
-    assert_non_null(tok);
-    static const char *const prefs[3] = {"Be simple. Be brief.", "Be expert. Be brief.", "Be simple."};
-    for (int f = 0; f < 3; f++) {
-        int32_t *t = NULL;
-        int n = mope_pcm_prompt_tokens(tok, "What is a glacier?", prefs[f], &t, &err);
-        float *w = malloc(sizeof(float) * 3 * (size_t)n);
-        assert_int_equal(mope_pcm_forward(p, t, 1, n, w, &err), 0);
-        const float *wl = w + (size_t)(n - 1) * 3;
-        printf("%s: %.3f %.3f %.3f (target %.1f %.1f %.1f)\n", prefs[f], wl[0], wl[1], wl[2], want[f][0], want[f][1],
-               want[f][2]);
-        for (int k = 0; k < 3; k++) assert_true(fabs(wl[k] - want[f][k]) < 0.2);
-        free(w);
-        free(t);
-    }
-    mope_tokenizer_free(tok);
-    mope_pcm_free(p);
+    check_first_weights(o.out, (const float(*)[3])want);
     /* deterministic */
     assert_int_equal(mope_pcm_train_run(&o, NULL, &err), 0);
     char *again = first_line(logp);
