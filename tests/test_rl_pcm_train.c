@@ -556,7 +556,27 @@ static void test_warm_best(void **state) {
     char *again = first_line(logp);
     assert_string_equal(line, again);
     free(again);
+    /* resumed: measured again (the prior needs it), the log keeps one warm_target line first */
+    o.iterations = 2;
+    o.stop_at = 1;
+    o.checkpoint_every = 1;
+    assert_int_equal(mope_pcm_train_run(&o, NULL, &err), 0);
+    o.stop_at = 0;
+    o.resume = true;
+    assert_int_equal(mope_pcm_train_run(&o, &res, &err), 0);
+    assert_true(res.resumed);
+    again = first_line(logp);
+    assert_string_equal(line, again);
+    free(again);
+    size_t n;
+    char *text = read_all(logp, &n);
+    int count = 0;
+    for (const char *q = text; (q = strstr(q, "warm_target")) != NULL; q++) count++;
+    assert_int_equal(count, 1);
+    assert_non_null(strstr(text, "\"iteration\":2"));
+    free(text);
     free(line);
+    o.resume = false;
     /* out of range */
     o.warm_best = 1.5;
     assert_int_equal(mope_pcm_train_run(&o, NULL, &err), MOPE_EINVAL);
