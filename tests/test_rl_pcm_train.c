@@ -429,6 +429,34 @@ static void check_first_weights(const char *path, const float want[3][3]) {
     mope_pcm_free(p);
 }
 
+/* Options of the warm-start tests: one iteration after `steps` supervised
+ * updates, REBEL barely moving the PCM (the weights checked are the warm
+ * start's), the log at logp. */
+static void warm_opts(mope_pcm_train_opts *o, const char *out, char *logp, size_t cap, const char *log, int64_t steps) {
+    base_opts(o, out);
+    path_of(logp, cap, log);
+    o->log = logp;
+    o->iterations = 1;
+    o->warm_steps = steps;
+    o->warm_lr = 1e-2f;
+    o->adamw.lr = 1e-6f;
+    o->adamw.min_lr = 1e-6f;
+}
+
+/* Runs 2 iterations stopped after the first (checkpoint), then resumed. */
+static void run_stopped_then_resumed(mope_pcm_train_opts *o, mope_pcm_train_result *res) {
+    mope_error err = {0};
+    o->iterations = 2;
+    o->stop_at = 1;
+    o->checkpoint_every = 1;
+    assert_int_equal(mope_pcm_train_run(o, res, &err), 0);
+    assert_true(res->stopped);
+    o->stop_at = 0;
+    o->resume = true;
+    assert_int_equal(mope_pcm_train_run(o, res, &err), 0);
+    assert_true(res->resumed);
+}
+
 /* Warm start: the targets are known by hand (experts P1A, P1B, P2A):
  * "P1A,P2A" -> (1/2, 0, 1/2), "P1B,P2A" -> (0, 1/2, 1/2), "P1A" -> (1, 0, 0).
  * After the supervised updates the PCM must put most of its weight on them
@@ -439,15 +467,8 @@ static void test_warm_start(void **state) {
     (void)state;
     mope_error err = {0};
     mope_pcm_train_opts o;
-    base_opts(&o, "pcm_warm.gguf");
     char logp[700];
-    path_of(logp, sizeof logp, "log_warm.jsonl");
-    o.log = logp;
-    o.iterations = 1;
-    o.warm_steps = 150;
-    o.warm_lr = 1e-2f;
-    o.adamw.lr = 1e-6f; /* REBEL barely moves it: the weights checked are the warm start's */
-    o.adamw.min_lr = 1e-6f;
+    warm_opts(&o, "pcm_warm.gguf", logp, sizeof logp, "log_warm.jsonl", 150);
     mope_pcm_train_result res;
     int rc = mope_pcm_train_run(&o, &res, &err);
     if (rc) fprintf(stderr, "%s\n", err.msg);
@@ -469,15 +490,7 @@ static void test_warm_start(void **state) {
     free(text);
     /* resume from a checkpoint after iteration 1 of 2: no second warm start,
      * and the log keeps its first line */
-    o.iterations = 2;
-    o.stop_at = 1;
-    o.checkpoint_every = 1;
-    assert_int_equal(mope_pcm_train_run(&o, &res, &err), 0);
-    assert_true(res.stopped);
-    o.stop_at = 0;
-    o.resume = true;
-    assert_int_equal(mope_pcm_train_run(&o, &res, &err), 0);
-    assert_true(res.resumed);
+    run_stopped_then_resumed(&o, &res);
     assert_true(isnan(res.warm_loss_first));
     text = read_all(logp, &n);
     assert_true(strncmp(text, head, sizeof head - 1) == 0);
@@ -500,15 +513,9 @@ static void test_warm_best(void **state) {
     (void)state;
     mope_error err = {0};
     mope_pcm_train_opts o;
-    base_opts(&o, "pcm_best.gguf");
     char logp[700];
-    path_of(logp, sizeof logp, "log_best.jsonl");
-    o.log = logp;
-    o.iterations = 1;
-    o.warm_steps = 300; /* 150 sat on a plateau (the marginal weights) for share 0.8 */
-    o.warm_lr = 1e-2f;
-    o.adamw.lr = 1e-6f;
-    o.adamw.min_lr = 1e-6f;
+    /* 150 updates sat on a plateau (the marginal weights) for share 0.8 */
+    warm_opts(&o, "pcm_best.gguf", logp, sizeof logp, "log_best.jsonl", 300);
     o.warm_best = 0.8;
     o.warm_best_prompts = 4;
     mope_pcm_train_result res;
@@ -557,14 +564,7 @@ static void test_warm_best(void **state) {
     assert_string_equal(line, again);
     free(again);
     /* resumed: measured again (the prior needs it), the log keeps one warm_target line first */
-    o.iterations = 2;
-    o.stop_at = 1;
-    o.checkpoint_every = 1;
-    assert_int_equal(mope_pcm_train_run(&o, NULL, &err), 0);
-    o.stop_at = 0;
-    o.resume = true;
-    assert_int_equal(mope_pcm_train_run(&o, &res, &err), 0);
-    assert_true(res.resumed);
+    run_stopped_then_resumed(&o, &res);
     again = first_line(logp);
     assert_string_equal(line, again);
     free(again);
