@@ -555,6 +555,46 @@ int pt_score(pt_ctx *c, int ch, const char *const *prompts, const char *const *r
     return rc ? mope_error_prefix(err, "reward model of %s", c->b->choices[ch].id) : 0;
 }
 
+int pt_rewards(pt_ctx *c, const int *pi, const int *pf, const char *const *text, int n, double *r, double *util,
+               mope_error *err) {
+    const int NC = c->b->n_choices;
+    const char **sp = malloc(sizeof(char *) * (size_t)(n > 0 ? n : 1));
+    const char **sr = malloc(sizeof(char *) * (size_t)(n > 0 ? n : 1));
+    int *sj = malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
+    float *sc = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    int rc = sp && sr && sj && sc ? 0 : mope_error_set(err, MOPE_ENOMEM, "out of memory");
+    if (!rc) memset(r, 0, sizeof(double) * (size_t)n * NC);
+    /* one scoring call per choice over the answers that need it */
+    for (int ch = 0; !rc && ch < NC; ch++) {
+        int m = 0, d = c->b->choices[ch].dimension;
+        for (int j = 0; j < n; j++)
+            if (c->combo[(size_t)pf[j] * c->n_dim + d] == ch) {
+                sp[m] = c->prompt_text[pi[j]];
+                sr[m] = text[j];
+                sj[m++] = j;
+            }
+        if (!m) continue;
+        if ((rc = pt_score(c, ch, sp, sr, m, sc, err))) break;
+        for (int q = 0; q < m; q++)
+            r[(size_t)sj[q] * NC + ch] = mope_reward_bt_normalise(sc[q], c->Rref[(size_t)pi[sj[q]] * NC + ch]);
+    }
+    for (int j = 0; !rc && j < n; j++) {
+        const int *cb = c->combo + (size_t)pf[j] * c->n_dim;
+        double num = 0, den = 0;
+        for (int d = 0; d < c->n_dim; d++)
+            if (cb[d] >= 0) {
+                num += c->dim_w[d] * r[(size_t)j * NC + cb[d]];
+                den += c->dim_w[d];
+            }
+        util[j] = num / den;
+    }
+    free(sp);
+    free(sr);
+    free(sj);
+    free(sc);
+    return rc;
+}
+
 char *pt_response_text(pt_ctx *c, const mope_rollout *r, mope_error *err) {
     int n = r->n_resp;
     const int32_t *t = r->tokens + r->prompt_len;

@@ -65,6 +65,14 @@ char *pt_response_text(pt_ctx *c, const mope_rollout *r, mope_error *err);
 int pt_score(pt_ctx *c, int ch, const char *const *prompts, const char *const *responses, int n, float *out,
              mope_error *err);
 
+/* Rewards of n answers, answer j to prompt pi[j] under preference pf[j],
+ * scored as REBEL scores rollouts: r[j * n_choices + ch] = the normalised
+ * reward sigmoid(R_ch(x, y) - R_ch(x, y_ref)) of every choice ch the
+ * preference names (0 for the others), util[j] their mean weighted by the
+ * dimensions' reward weights.  One scoring call per choice. */
+int pt_rewards(pt_ctx *c, const int *pi, const int *pf, const char *const *text, int n, double *r, double *util,
+               mope_error *err);
+
 /* q[K]: the warm start's target and the prior of --kl-prior for
  * preference p (pcm_warm.c): uniform over the experts serving a choice of
  * p (all experts when none does), or with --warm-best the share warm_best

@@ -206,15 +206,14 @@ static int iterate(pt_ctx *c, iter_stats *st, cJSON *log, mope_error *err) {
     double *rc_r = calloc((size_t)NR * NC, sizeof(double));
     mope_rebel_pair *pairs = malloc(sizeof *pairs * (size_t)n);
     pref_acc *acc = calloc((size_t)c->n_prefs, sizeof *acc);
-    const char **sp = malloc(sizeof(char *) * (size_t)NR), **sr = malloc(sizeof(char *) * (size_t)NR);
-    int *sj = malloc(sizeof(int) * (size_t)NR);
-    float *sc = malloc(sizeof(float) * (size_t)NR), *wbuf = NULL;
+    int *rp = malloc(sizeof(int) * (size_t)NR), *rf = malloc(sizeof(int) * (size_t)NR);
+    float *wbuf = NULL;
     float *prior = malloc(sizeof(float) * (size_t)n * K);
     mope_rollout_explore *explore = malloc(sizeof *explore * (size_t)NR);
     mope_pcm_infer *pi = NULL;
     memset(st, 0, sizeof *st);
-    int rc = item_p && item_f && ins && prf && ro && text && util && rsum && rcount && rc_r && pairs && acc && sp &&
-                     sr && sj && sc && prior && explore
+    int rc = item_p && item_f && ins && prf && ro && text && util && rsum && rcount && rc_r && pairs && acc && rp &&
+                     rf && prior && explore
                  ? 0
                  : mope_error_set(err, MOPE_ENOMEM, "out of memory");
     for (int i = 0; !rc && i < n; i++) {
@@ -256,34 +255,19 @@ static int iterate(pt_ctx *c, iter_stats *st, cJSON *log, mope_error *err) {
     double t1 = mope_time_s();
     for (int j = 0; !rc && j < NR; j++)
         if (!(text[j] = pt_response_text(c, &ro[j], err))) rc = err ? err->code : MOPE_ENOMEM;
-    /* rewards: one scoring call per choice over the rollouts that need it */
-    for (int ch = 0; !rc && ch < NC; ch++) {
-        int m = 0, d = c->b->choices[ch].dimension;
-        for (int j = 0; j < NR; j++)
-            if (c->combo[(size_t)item_f[j / 2] * c->n_dim + d] == ch) {
-                sp[m] = ins[j];
-                sr[m] = text[j];
-                sj[m++] = j;
-            }
-        if (!m) continue;
-        if ((rc = pt_score(c, ch, sp, sr, m, sc, err))) break;
-        for (int q = 0; q < m; q++) {
-            int j = sj[q];
-            double r = mope_reward_bt_normalise(sc[q], c->Rref[(size_t)item_p[j / 2] * NC + ch]);
-            rc_r[(size_t)j * NC + ch] = r;
-            rsum[j] += r;
-            rcount[j]++;
-        }
+    /* rewards: answer j is to prompt item_p[j / 2] under preference item_f[j / 2] */
+    for (int j = 0; !rc && j < NR; j++) {
+        rp[j] = item_p[j / 2];
+        rf[j] = item_f[j / 2];
     }
+    if (!rc) rc = pt_rewards(c, rp, rf, (const char *const *)text, NR, rc_r, util, err);
     for (int j = 0; !rc && j < NR; j++) {
         const int *cb = c->combo + (size_t)item_f[j / 2] * c->n_dim;
-        double num = 0, den = 0;
-        for (int d = 0; d < c->n_dim; d++)
-            if (cb[d] >= 0) {
-                num += c->dim_w[d] * rc_r[(size_t)j * NC + cb[d]];
-                den += c->dim_w[d];
+        for (int ch = 0; ch < NC; ch++) /* in choice order, as the sum always was */
+            if (cb[c->b->choices[ch].dimension] == ch) {
+                rsum[j] += rc_r[(size_t)j * NC + ch];
+                rcount[j]++;
             }
-        util[j] = num / den;
         st->utility += util[j] / NR;
         st->mean_len += (double)ro[j].n_resp / NR;
         st->trunc += (ro[j].truncated ? 1.0 : 0.0) / NR;
@@ -425,10 +409,8 @@ static int iterate(pt_ctx *c, iter_stats *st, cJSON *log, mope_error *err) {
     free(rc_r);
     free(pairs);
     free(acc);
-    free(sp);
-    free(sr);
-    free(sj);
-    free(sc);
+    free(rp);
+    free(rf);
     free(wbuf);
     free(prior);
     free(explore);

@@ -45,38 +45,35 @@ int pt_pref_target(const pt_ctx *c, int p, float *q) {
 }
 
 /* Mean utility of expert k alone on the M prompts idx[] for preference p. */
-static int expert_utility(pt_ctx *c, int p, int k, const int *idx, int M, const char **ins, char **text, float *sc,
-                          double *out, mope_error *err) {
-    const int K = c->K, NC = c->b->n_choices;
+static int expert_utility(pt_ctx *c, int p, int k, const int *idx, int M, const char **ins, char **text, double *out,
+                          mope_error *err) {
     float one[MOPE_MIX_MAX_K] = {0};
     one[k] = 1.0f;
     mope_rollout *ro = calloc((size_t)M, sizeof *ro);
-    double *num = calloc((size_t)M, sizeof *num), den = 0;
-    int rc = ro && num ? 0 : mope_error_set(err, MOPE_ENOMEM, "out of memory");
-    mope_sampler_reseed(c->smp, c->o->seed * 1000003ull + (uint64_t)p * K + (uint64_t)k);
+    int *pf = malloc(sizeof(int) * (size_t)M);
+    double *r = malloc(sizeof(double) * (size_t)M * c->b->n_choices), *u = malloc(sizeof(double) * (size_t)M);
+    int rc = ro && pf && r && u ? 0 : mope_error_set(err, MOPE_ENOMEM, "out of memory");
+    mope_sampler_reseed(c->smp, c->o->seed * 1000003ull + (uint64_t)p * c->K + (uint64_t)k);
     mope_rollout_opts ro_o = {.weights = one, .rule = MOPE_MIX_LINEAR, .samplers = &c->smp, .n_samplers = 1,
                               .max_tokens = c->o->max_tokens};
-    if (!rc) rc = mope_rollout_generate_ex(c->ex, K, c->tok, M, ins, NULL, &ro_o, ro, err);
-    for (int j = 0; !rc && j < M; j++)
+    if (!rc) rc = mope_rollout_generate_ex(c->ex, c->K, c->tok, M, ins, NULL, &ro_o, ro, err);
+    for (int j = 0; !rc && j < M; j++) {
+        pf[j] = p;
         if (!(text[j] = pt_response_text(c, &ro[j], err))) rc = err ? err->code : MOPE_ENOMEM;
-    const int *cb = c->combo + (size_t)p * c->n_dim;
-    for (int d = 0; !rc && d < c->n_dim; d++) {
-        if (cb[d] < 0) continue;
-        if ((rc = pt_score(c, cb[d], ins, (const char *const *)text, M, sc, err))) break;
-        for (int j = 0; j < M; j++)
-            num[j] += c->dim_w[d] * mope_reward_bt_normalise(sc[j], c->Rref[(size_t)idx[j] * NC + cb[d]]);
-        den += c->dim_w[d];
     }
-    double u = 0;
-    for (int j = 0; !rc && j < M; j++) u += den > 0 ? num[j] / den : 0;
-    *out = M ? u / M : 0;
+    if (!rc) rc = pt_rewards(c, idx, pf, (const char *const *)text, M, r, u, err);
+    double sum = 0;
+    for (int j = 0; !rc && j < M; j++) sum += u[j];
+    *out = sum / M;
     for (int j = 0; ro && j < M; j++) {
         mope_rollout_free(&ro[j]);
         free(text[j]);
         text[j] = NULL;
     }
     free(ro);
-    free(num);
+    free(pf);
+    free(r);
+    free(u);
     return rc;
 }
 
@@ -92,8 +89,7 @@ int pt_best_targets(pt_ctx *c, mope_error *err) {
     int *idx = malloc(sizeof(int) * (size_t)M);
     const char **ins = malloc(sizeof(char *) * (size_t)M);
     char **text = calloc((size_t)M, sizeof(char *));
-    float *sc = malloc(sizeof(float) * (size_t)M);
-    int rc = c->target && c->ex_util && idx && ins && text && sc ? 0 : mope_error_set(err, MOPE_ENOMEM, "out of memory");
+    int rc = c->target && c->ex_util && idx && ins && text ? 0 : mope_error_set(err, MOPE_ENOMEM, "out of memory");
     mope_rng rng;
     mope_rng_seed(&rng, o->seed ^ 0x4265737445787074ull); /* its own stream: REBEL's batches stay the same */
     for (int j = 0; !rc && j < M; j++) {
@@ -106,7 +102,7 @@ int pt_best_targets(pt_ctx *c, mope_error *err) {
         for (int k = 0; !rc && k < K; k++) {
             c->ex_util[(size_t)p * K + k] = NAN;
             if (!(q[k] > 0)) continue;
-            rc = expert_utility(c, p, k, idx, M, ins, text, sc, &c->ex_util[(size_t)p * K + k], err);
+            rc = expert_utility(c, p, k, idx, M, ins, text, &c->ex_util[(size_t)p * K + k], err);
             if (!rc && (best < 0 || c->ex_util[(size_t)p * K + k] > c->ex_util[(size_t)p * K + best])) best = k;
         }
         if (rc || n < 2 || best < 0) continue;
@@ -117,7 +113,6 @@ int pt_best_targets(pt_ctx *c, mope_error *err) {
     free(idx);
     free(ins);
     free(text);
-    free(sc);
     return rc ? mope_error_prefix(err, "warm best") : 0;
 }
 
