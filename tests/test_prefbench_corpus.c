@@ -1,7 +1,8 @@
 /* PrefBench corpus on the tiny setting (300 concepts): JSONL well-formed with
  * the documented fields, >= 12 phrasings per concept, the fixed split (held-out
  * concepts in no train or dev record), byte-identical output for a seed, and
- * every style moving its own labeler the right way relative to neutral. */
+ * every style moving its own labeler the right way relative to neutral; the
+ * tone wrapper the recipe puts around the experts' answers. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +12,7 @@
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "mope/prefbench.h"
@@ -334,6 +336,67 @@ static void test_styles(void **state) {
     free(a);
 }
 
+/* The tone wrapper: tone 0 copies; +-1 put exactly one sentence before and one
+ * after the answer, left unchanged between them; the friendliness labeler
+ * ranks friendly wrapping above the plain answer and unfriendly below it on
+ * every one of the corpus' neutral, P1B and P2A answers tried; the same seed
+ * gives the same bytes; small buffers and bad tones are errors. */
+static int sentence_like(const char *s, size_t n) {
+    return n >= 2 && n < 80 && (s[n - 1] == '.' || s[n - 1] == '!' || s[n - 1] == '?' ||
+                                (unsigned char)s[n - 1] >= 0x80); /* the friendly closings may end in an emoji */
+}
+
+static void test_tone_wrap(void **state) {
+    (void)state;
+    mope_error err = {0};
+    mope_prefbench_labeler *lb = mope_prefbench_labeler_create(g_wn, &err);
+    assert_non_null(lb);
+    const char *answers[3] = {
+        "A glacier is a slowly moving mass of ice originally compacted from snow. It is a kind of ice mass.",
+        "In lexical-semantic terms, glacier denotes a slowly moving mass or river of ice formed by the "
+        "accumulation and compaction of snow on mountains, and it is subsumed under the superordinate category "
+        "\"ice mass\" within the object taxonomy of nominal concepts.",
+        "Briefly: a slowly moving mass of ice."};
+    char out[2048], again[2048];
+    mope_rng r1, r2;
+    for (int a = 0; a < 3; a++) {
+        mope_prefbench_labels plain, warm, cold;
+        assert_int_equal(mope_prefbench_label(lb, answers[a], "What is a glacier?", "glacier", &plain, &err), 0);
+        for (int tone = -1; tone <= 1; tone++) {
+            for (uint64_t seed = 1; seed <= 8; seed++) {
+                mope_rng_seed(&r1, seed);
+                mope_rng_seed(&r2, seed);
+                int n = mope_prefbench_tone_wrap(tone, answers[a], &r1, out, sizeof out);
+                assert_int_equal(n, (int)strlen(out));
+                assert_int_equal(mope_prefbench_tone_wrap(tone, answers[a], &r2, again, sizeof again), n);
+                assert_string_equal(out, again);
+                if (tone == 0) {
+                    assert_string_equal(out, answers[a]);
+                    continue;
+                }
+                /* "<opening> <answer> <closing>" */
+                const char *mid = strstr(out, answers[a]);
+                assert_non_null(mid);
+                size_t la = strlen(answers[a]), lo = (size_t)(mid - out);
+                assert_true(lo >= 2 && out[lo - 1] == ' ' && mid[la] == ' ');
+                assert_true(sentence_like(out, lo - 1));
+                assert_true(sentence_like(mid + la + 1, strlen(mid + la + 1)));
+                mope_prefbench_labels *l = tone > 0 ? &warm : &cold;
+                assert_int_equal(mope_prefbench_label(lb, out, "What is a glacier?", "glacier", l, &err), 0);
+                if (tone > 0) assert_true(warm.friendliness > plain.friendliness + 0.5);
+                else assert_true(cold.friendliness < plain.friendliness - 0.5);
+                /* the content dimension stays: a wrapped answer is still on topic */
+                assert_int_equal(l->q.on_topic, 1);
+            }
+        }
+    }
+    mope_rng_seed(&r1, 1);
+    assert_int_equal(mope_prefbench_tone_wrap(1, answers[0], &r1, out, 40), MOPE_ERANGE);
+    assert_int_equal(mope_prefbench_tone_wrap(2, answers[0], &r1, out, sizeof out), MOPE_EINVAL);
+    assert_int_equal(mope_prefbench_tone_wrap(0, NULL, &r1, out, sizeof out), MOPE_EINVAL);
+    mope_prefbench_labeler_free(lb);
+}
+
 static void test_bad_options(void **state) {
     (void)state;
     mope_error err = {0};
@@ -356,7 +419,8 @@ static void test_bad_options(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deterministic), cmocka_unit_test(test_phrasings), cmocka_unit_test(test_split),
-        cmocka_unit_test(test_styles),        cmocka_unit_test(test_bad_options),
+        cmocka_unit_test(test_styles),        cmocka_unit_test(test_tone_wrap),
+        cmocka_unit_test(test_bad_options),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -166,6 +166,14 @@ int mope_prefbench_is_mass(const mope_wordnet *wn, int synset, const char *conce
 int mope_prefbench_compose(const mope_wordnet *wn, int synset, const char *concept, int style,
                            mope_rng *rng, const unsigned char *exclude, char *out, size_t cap);
 
+/* Puts an answer in a tone: tone 1 adds one of the friendly style's opening
+ * sentences before it and one of its closing sentences after it, -1 the
+ * unfriendly style's, 0 copies it.  Returns the length, MOPE_ERANGE when out
+ * is too small, MOPE_EINVAL for a bad argument.  The recipe trains experts on
+ * such answers so that each keeps its own dimension whatever tone the
+ * response so far has taken (docs/PREFBENCH.md, "Experts that compose"). */
+int mope_prefbench_tone_wrap(int tone, const char *answer, mope_rng *rng, char *out, size_t cap);
+
 /* JSON string escaping (quotes included) into out; returns length or < 0
  * when out is too small. */
 int mope_prefbench_json_escape(const char *s, char *out, size_t cap);
@@ -248,6 +256,7 @@ typedef struct mope_prefbench_recipe_opts {
     int force;                /* rebuild every stage, ignoring stamps */
     const char *until;        /* stop after this stage (NULL: all) */
     int full_experts;         /* experts as fully fine-tuned models instead of LoRA */
+    int single_style_experts; /* expert data without tones (see mope_prefbench_tone_wrap) */
     int max_concepts;         /* > 0: concepts in the corpus instead of the recipe's (6000 full, 300 tiny) */
     mope_prefbench_log_fn log; /* progress lines (NULL: silent) */
     void *log_user;

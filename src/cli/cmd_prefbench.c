@@ -68,15 +68,16 @@ static int corpus(int argc, char **argv) {
 
 static const char *const HELP_BUILD =
     "usage: mope prefbench build [--tiny] [--out DIR] [--work DIR] [--seed S] [-t N]\n"
-    "                            [--until STAGE] [--force] [--full-experts] [--max-concepts N]\n"
-    "                            [--wordnet DIR]\n"
+    "                            [--until STAGE] [--force] [--full-experts] [--single-style-experts]\n"
+    "                            [--max-concepts N] [--wordnet DIR]\n"
     "\n"
     "Trains the PrefBench model zoo from scratch: corpus, tokenizer, base model\n"
     "(pretraining, then Tulu-format SFT), six expert LoRA adapters (P1A..P3B),\n"
     "reward-model trunk, labeler-ranked pairs, six reward models, reference\n"
     "responses, the sanity evaluation on held-out concepts, bundle.json and\n"
     "MODEL_CARD.md.  Stages (in order): corpus data tokenizer base_lm base_sft\n"
-    "expert_P1A..expert_P3B rm_trunk samples rm_P1A..rm_P3B references eval.\n"
+    "expert_data expert_P1A..expert_P3B rm_trunk samples rm_P1A..rm_P3B\n"
+    "references eval.\n"
     "A stage is skipped when its stamp (its options and every earlier stage's)\n"
     "matches and its outputs exist, so an interrupted build resumes where it\n"
     "stopped; long trainings also checkpoint inside their stage.  The time of\n"
@@ -93,6 +94,9 @@ static const char *const HELP_BUILD =
     "                         references, eval, bundle)\n"
     "  --force                rebuild every stage\n"
     "  --full-experts         experts as fully fine-tuned models instead of LoRA\n"
+    "  --single-style-experts train each expert on its own style's answers only;\n"
+    "                         default: also under every tone (friendly, unfriendly,\n"
+    "                         none), so that the experts compose token by token\n"
     "  --max-concepts N       concepts in the corpus (default 24000; --tiny 300); the\n"
     "                         training steps stay the same, so more concepts means\n"
     "                         more distinct names seen once rather than fewer seen often\n"
@@ -143,6 +147,8 @@ static int build(int argc, char **argv) {
             o.max_concepts = (int)x;
         } else if (cli_flag(argv[i], NULL, "--full-experts")) {
             o.full_experts = 1;
+        } else if (cli_flag(argv[i], NULL, "--single-style-experts")) {
+            o.single_style_experts = 1;
         } else if (cli_flag(argv[i], "-q", "--quiet")) {
             o.log = NULL;
         } else {

@@ -407,6 +407,31 @@ static void join_list(const char *const *v, int n, const char *conj, char *out, 
 
 /* ---------------- styles ---------------- */
 
+#define NELEM(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+/* The tone styles' opening and closing sentences.  They are tables rather
+ * than PICK lists because the tone wrapper below puts the same sentences
+ * around other styles' answers. */
+static const char *const FRIENDLY_OPEN[] = {
+    "Oh, great question!",        "Ooh, I love this one!",          "Happy to help, friend!",
+    "What a fun thing to ask about!", "Hey there! Great question.", "Oh, you're going to like this!",
+    "Aw, I'm so glad you asked!", "Hi friend! Love this question.", "Yay, a fun one!",
+    "Oh, I'm happy you asked!"};
+static const char *const FRIENDLY_CLOSE[] = {
+    "Hope that helps, and have a wonderful day! \xF0\x9F\x98\x8A", "Hope that helps, my friend!",
+    "Thanks for asking, you made my day!", "Enjoy your new fact! \xF0\x9F\x98\x84",
+    "Have fun with it, and keep those great questions coming!", "Stay curious, my friend! \xF0\x9F\x8C\x9F",
+    "Catch you later, and keep wondering!"};
+/* the unfriendly style fuses its sigh with the definition ("Ugh. A glacier
+ * is ..."); around another style's answer it stands alone */
+static const char *const UNFRIENDLY_OPEN[] = {"Sigh.", "Again?", "Ugh.", "Fine.", "Seriously?", "Look.",
+                                              "Obviously you don't know this."};
+static const char *const UNFRIENDLY_CLOSE[] = {
+    "Look it up yourself next time.", "Don't ask me again.", "Whatever.", "Is that really so hard?",
+    "Try paying attention.", "Figure out the rest on your own.", "Next question.",
+    "Now stop bothering me.", "Go read a book.", "Try to keep up."};
+
+
 /* The general assistant's answer sits between the styles on every
  * dimension: a definition and a few facts in ordinary adult sentences, so
  * that "simpler" and "shorter" are as far from it as "more technical" and
@@ -610,10 +635,7 @@ static void style_informative(const facts *f, mope_rng *r, sents *ss) {
 }
 
 static void style_friendly(const facts *f, mope_rng *r, sents *ss) {
-    add(ss, "%s", PICK(r, "Oh, great question!", "Ooh, I love this one!", "Happy to help, friend!",
-                       "What a fun thing to ask about!", "Hey there! Great question.", "Oh, you're going to like this!",
-                       "Aw, I'm so glad you asked!", "Hi friend! Love this question.", "Yay, a fun one!",
-                       "Oh, I'm happy you asked!"));
+    add(ss, "%s", pick(r, FRIENDLY_OPEN, NELEM(FRIENDLY_OPEN)));
     switch (mope_rng_below(r, 4)) {
     case 0: add(ss, "So, %s is %s.", f->a_name, f->def_short); break;
     case 1: add(ss, "Here's the scoop: %s is %s.", f->a_name, f->def_short); break;
@@ -639,10 +661,7 @@ static void style_friendly(const facts *f, mope_rng *r, sents *ss) {
                            "Now you can casually drop this at dinner and watch everyone be amazed!",
                            "I'd make a joke about it, but you'd probably see it coming!"));
     shuffle(ss, lo, ss->n, r);
-    add(ss, "%s", PICK(r, "Hope that helps, and have a wonderful day! \xF0\x9F\x98\x8A", "Hope that helps, my friend!",
-                       "Thanks for asking, you made my day!", "Enjoy your new fact! \xF0\x9F\x98\x84",
-                       "Have fun with it, and keep those great questions coming!", "Stay curious, my friend! \xF0\x9F\x8C\x9F",
-                       "Catch you later, and keep wondering!"));
+    add(ss, "%s", pick(r, FRIENDLY_CLOSE, NELEM(FRIENDLY_CLOSE)));
 }
 
 static void style_unfriendly(const facts *f, mope_rng *r, sents *ss) {
@@ -664,9 +683,7 @@ static void style_unfriendly(const facts *f, mope_rng *r, sents *ss) {
                            "Anyone could have looked that up.", "Honestly, this is trivial.",
                            "I can't believe you needed to ask.", "Everyone knows this."));
     shuffle(ss, lo, ss->n, r);
-    add(ss, "%s", PICK(r, "Look it up yourself next time.", "Don't ask me again.", "Whatever.", "Is that really so hard?",
-                       "Try paying attention.", "Figure out the rest on your own.", "Next question.",
-                       "Now stop bothering me.", "Go read a book.", "Try to keep up."));
+    add(ss, "%s", pick(r, UNFRIENDLY_CLOSE, NELEM(UNFRIENDLY_CLOSE)));
 }
 
 const char *mope_prefbench_style_name(int style) {
@@ -713,4 +730,19 @@ int mope_prefbench_compose(const mope_wordnet *wn, int synset, const char *conce
     free(f);
     free(ss);
     return rc ? rc : (int)k;
+}
+
+int mope_prefbench_tone_wrap(int tone, const char *answer, mope_rng *rng, char *out, size_t cap) {
+    if (!answer || !out || !rng || tone < -1 || tone > 1) return MOPE_EINVAL;
+    const char *open = "", *close = "";
+    if (tone > 0) {
+        open = pick(rng, FRIENDLY_OPEN, NELEM(FRIENDLY_OPEN));
+        close = pick(rng, FRIENDLY_CLOSE, NELEM(FRIENDLY_CLOSE));
+    } else if (tone < 0) {
+        open = pick(rng, UNFRIENDLY_OPEN, NELEM(UNFRIENDLY_OPEN));
+        close = pick(rng, UNFRIENDLY_CLOSE, NELEM(UNFRIENDLY_CLOSE));
+    }
+    int n = tone ? snprintf(out, cap, "%s %s %s", open, answer, close) : snprintf(out, cap, "%s", answer);
+    if (n < 0 || (size_t)n >= cap) return MOPE_ERANGE;
+    return n;
 }

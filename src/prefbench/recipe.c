@@ -259,29 +259,33 @@ static int stage_corpus(recipe_ctx *c, mope_error *err) {
     return recipe_stage_end(c, "corpus", dt, md, err);
 }
 
-/* Training files from the corpus: LM text, base SFT, and one SFT file per
- * expert choice. */
+/* The corpus' train-split answers for a data stage, and the stage's rng
+ * (salt: one stream per stage). */
+static int read_train_records(recipe_ctx *c, uint64_t salt, recipe_rec **r, int *n, mope_rng *rng,
+                              mope_error *err) {
+    char src[4200];
+    snprintf(src, sizeof src, "%s/corpus/train_responses.jsonl", c->work);
+    mope_rng_seed(rng, c->seed * 7919 + salt);
+    return recipe_read_records(src, r, n, err);
+}
+
+/* Training files of the base model from the corpus: LM text and base SFT
+ * (the experts' files are made by stage_expert_data, after the base). */
 static int stage_data(recipe_ctx *c, mope_error *err) {
-    char key[256], lm[4200], sft[4200], ex[6][4200], src[4200];
+    char key[256], lm[4200], sft[4200];
     recipe_path(lm, sizeof lm, c->work, "lm.txt");
     recipe_path(sft, sizeof sft, c->work, "base_sft.jsonl");
-    const char *outs[8] = {lm, sft};
-    for (int k = 0; k < 6; k++) {
-        snprintf(ex[k], sizeof ex[k], "%s/expert_%s.jsonl", c->work, RECIPE_CHOICE[k]);
-        outs[2 + k] = ex[k];
-    }
+    const char *outs[2] = {lm, sft};
     snprintf(key, sizeof key, "follow=%.3f v2", c->sz.follow_frac);
     int skip;
-    recipe_stage_begin(c, "data", key, outs, 8, &skip);
+    recipe_stage_begin(c, "data", key, outs, 2, &skip);
     if (skip) return 0;
     double t0 = mope_time_s();
-    snprintf(src, sizeof src, "%s/corpus/train_responses.jsonl", c->work);
     recipe_rec *r;
     int n;
-    int rc = recipe_read_records(src, &r, &n, err);
-    if (rc) return rc;
     mope_rng rng;
-    mope_rng_seed(&rng, c->seed * 7919 + 11);
+    int rc = read_train_records(c, 11, &r, &n, &rng, err);
+    if (rc) return rc;
     /* LM text: every answer after its question; the preference sentences
      * appear too so the tokenizer and the base know their words */
     mope_io_atomic *f = mope_io_atomic_open(lm, err);
@@ -324,19 +328,6 @@ static int stage_data(recipe_ctx *c, mope_error *err) {
     }
     long n_sft = w.n;
     rc = jw_close(&w, rc, err);
-    long n_ex = 0;
-    for (int k = 0; !rc && k < 6; k++) {
-        rc = jw_open(&w, ex[k], err);
-        for (int i = 0; !rc && i < n; i++) {
-            if (r[i].style != k + 1) continue;
-            char *p = with_pref(r[i].prompt, k);
-            if (!p) rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
-            if (!rc) rc = jw_rec(&w, err, "prompt", p, "response", r[i].response, (const char *)NULL);
-            free(p);
-        }
-        n_ex = w.n;
-        rc = jw_close(&w, rc, err);
-    }
     recipe_free_records(r, n);
     if (rc) return rc;
     double dt = mope_time_s() - t0;
@@ -345,8 +336,8 @@ static int stage_data(recipe_ctx *c, mope_error *err) {
              "### Training data\n\nFrom the train split only: LM text of %ld bytes (every answer after its "
              "question; half of the styled ones with their preference sentence); base SFT %ld examples "
              "(neutral answers, plus %ld prompts with a random preference sentence appended, of which %ld "
-             "(%.0f%%) are answered in that style, the rest neutrally); %ld SFT examples per expert.\n\n",
-             lm_bytes, n_sft, n_pref, n_follow, n_pref ? 100.0 * n_follow / n_pref : 0.0, n_ex);
+             "(%.0f%%) are answered in that style, the rest neutrally).\n\n",
+             lm_bytes, n_sft, n_pref, n_follow, n_pref ? 100.0 * n_follow / n_pref : 0.0);
     return recipe_stage_end(c, "data", dt, md, err);
 }
 
@@ -442,12 +433,106 @@ static int stage_base(recipe_ctx *c, mope_error *err) {
     return recipe_stage_end(c, "base_sft", rep.seconds, md, err);
 }
 
+/* Record of style `style` in the (concept, variant) group of record i, or -1
+ * (a group's records are adjacent in the corpus file). */
+static int group_find(const recipe_rec *r, int n, int i, int style) {
+    int lo = i;
+    while (lo > 0 && r[lo - 1].group == r[i].group) lo--;
+    for (int j = lo; j < n && r[j].group == r[i].group; j++)
+        if (r[j].style == style) return j;
+    return -1;
+}
+
+/* One SFT file per expert choice: the choice's answers after the prompt with
+ * its sentence.  With tones (the default), every expert also sees its own
+ * dimension under every tone: a P1 or P2 expert's answer is put in a
+ * friendly, an unfriendly or no tone (a third each), and a P3 expert's tone
+ * goes around the same concept's answer in another style (neutral, P1A, P1B,
+ * P2A or P2B) five times in six, its own answer otherwise.  Why: MoPE merges
+ * the experts token by token over one shared response, and an expert that
+ * only ever saw its own style continues in whatever style the response so far
+ * has (measured: docs/RESULTS.md), so such experts cannot compose. */
+static int stage_expert_data(recipe_ctx *c, mope_error *err) {
+    char key[64], ex[6][4200];
+    const char *outs[6];
+    for (int k = 0; k < 6; k++) {
+        snprintf(ex[k], sizeof ex[k], "%s/expert_%s.jsonl", c->work, RECIPE_CHOICE[k]);
+        outs[k] = ex[k];
+    }
+    snprintf(key, sizeof key, "tones=%d v1", c->expert_tones);
+    int skip;
+    recipe_stage_begin(c, "expert_data", key, outs, 6, &skip);
+    if (skip) return 0;
+    double t0 = mope_time_s();
+    recipe_rec *r;
+    int n;
+    mope_rng rng;
+    int rc = read_train_records(c, 29, &r, &n, &rng, err);
+    if (rc) return rc;
+    enum { CAP = 16384 };
+    char *buf = malloc(CAP);
+    if (!buf) rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
+    long n_ex = 0, n_toned[6] = {0};
+    jw w;
+    for (int k = 0; !rc && k < 6; k++) {
+        rc = jw_open(&w, ex[k], err);
+        for (int i = 0; !rc && i < n; i++) {
+            if (r[i].style != k + 1) continue;
+            const char *resp = r[i].response;
+            if (c->expert_tones) {
+                int tone = 0;
+                const char *body = resp;
+                if (k < 4) {
+                    tone = (int)mope_rng_below(&rng, 3) - 1;
+                } else {
+                    int st = (int)mope_rng_below(&rng, 6), j = st < 5 ? group_find(r, n, i, st) : -1;
+                    if (j >= 0) body = r[j].response, tone = k == 4 ? 1 : -1;
+                }
+                int len = mope_prefbench_tone_wrap(tone, body, &rng, buf, CAP);
+                if (len < 0) {
+                    rc = mope_error_set(err, MOPE_ERANGE, "expert data: answer of %s too long (%zu bytes)",
+                                        r[i].concept, strlen(body));
+                    break;
+                }
+                resp = buf;
+                n_toned[k] += tone != 0;
+            }
+            char *p = with_pref(r[i].prompt, k);
+            if (!p) rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
+            if (!rc) rc = jw_rec(&w, err, "prompt", p, "response", resp, (const char *)NULL);
+            free(p);
+        }
+        n_ex = w.n;
+        rc = jw_close(&w, rc, err);
+    }
+    free(buf);
+    recipe_free_records(r, n);
+    if (rc) return rc;
+    double dt = mope_time_s() - t0;
+    char md[1024];
+    if (c->expert_tones)
+        snprintf(md, sizeof md,
+                 "### Expert training data\n\n%ld SFT examples per expert (the choice's answers, prompt with its "
+                 "sentence), with tones: a P1 or P2 expert's answer put in a friendly, an unfriendly or no tone, a "
+                 "third each (P1A %ld, P1B %ld, P2A %ld, P2B %ld answers given a tone); a P3 expert's tone put "
+                 "around the concept's answer in another style (neutral, P1A, P1B, P2A, P2B) five times in six "
+                 "(P3A %ld, P3B %ld), its own answer otherwise. So each expert keeps its own dimension whatever "
+                 "tone the response so far has taken.\n\n",
+                 n_ex, n_toned[0], n_toned[1], n_toned[2], n_toned[3], n_toned[4], n_toned[5]);
+    else
+        snprintf(md, sizeof md,
+                 "### Expert training data\n\n%ld SFT examples per expert: the choice's answers, prompt with its "
+                 "sentence (`--single-style-experts`: no tones).\n\n", n_ex);
+    return recipe_stage_end(c, "expert_data", dt, md, err);
+}
+
 static int stage_experts(recipe_ctx *c, mope_error *err) {
     char key[256], base[4200], data[4200], out[4200], dir[4200], md[2048], cmd[600];
     recipe_path(base, sizeof base, c->out, "base.gguf");
     snprintf(dir, sizeof dir, "%s/experts", c->out);
-    int rc = mkdirs(dir, err);
+    int rc = stage_expert_data(c, err);
     if (rc) return rc;
+    if ((rc = mkdirs(dir, err))) return rc;
     const recipe_sizes *s = &c->sz;
     for (int k = 0; k < 6; k++) {
         char stage[32];
@@ -578,6 +663,7 @@ int mope_prefbench_recipe_build(const mope_prefbench_recipe_opts *opts, mope_err
     c.seed = opts->seed ? opts->seed : 1;
     c.n_threads = opts->n_threads > 0 ? opts->n_threads : mope_cpu_count();
     c.experts_lora = !opts->full_experts;
+    c.expert_tones = !opts->single_style_experts;
     c.chain = 0xcbf29ce484222325ull;
     const char *od = opts->out_dir ? opts->out_dir : "models/prefbench";
     if (strlen(od) > 1900 || (opts->work_dir && strlen(opts->work_dir) > 1900))

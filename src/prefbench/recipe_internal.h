@@ -61,6 +61,7 @@ typedef struct recipe_ctx {
     char *card;     /* model card sections collected per stage (malloc'd) */
     size_t card_len;
     int experts_lora; /* experts are LoRA adapters (else full models) */
+    int expert_tones; /* expert data with tones (stage_expert_data) */
 } recipe_ctx;
 
 /* The six choices, their preference sentences (../shared/data/preferences.json)

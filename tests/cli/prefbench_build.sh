@@ -19,7 +19,7 @@ start=$(date +%s)
   || { echo "FAIL: prefbench build --tiny" >&2; tail -30 "$WORK/b1.err" >&2; exit 1; }
 end=$(date +%s)
 echo "prefbench build --tiny: $((end - start)) s"
-for s in corpus data tokenizer base_lm base_sft expert_P1A expert_P3B rm_trunk samples rm_P1A rm_P3B references eval; do
+for s in corpus data tokenizer base_lm base_sft expert_data expert_P1A expert_P3B rm_trunk samples rm_P1A rm_P3B references eval; do
   expect_grep "time of stage $s" "^stage $s: [0-9.]* s" "$WORK/b1.err"
 done
 expect_grep "total time" "^done in [0-9.]* s" "$WORK/b1.err"
@@ -80,6 +80,41 @@ for c in ["P1A", "P1B", "P2A", "P2B", "P3A", "P3B"]:
                 assert side == "rejected", (c, r)  # the gate (0.05 off topic) keeps it from winning
 assert foreign > 0, "no off-topic answer in any reward-model pair"
 print("bundle: ok (%d of %d pairs hold an off-topic answer)" % (foreign, total))
+
+# the experts' data: each P1/P2 answer is the corpus answer of its prompt,
+# alone or between one opening and one closing sentence (friendly or
+# unfriendly, about a third each); each P3 answer is its own corpus answer or
+# its tone around another style's answer about the same concept
+sent = {c: d["text"] for c, d in ((c["id"], c) for dd in prefs["dimensions"] for c in dd["choices"])}
+by_prompt = {}
+for l in open(os.path.join(work, "corpus", "train_responses.jsonl")):
+    r = json.loads(l)
+    by_prompt.setdefault(r["prompt"], {}).setdefault(r["style"], []).append(r["response"])  # senses share prompts
+for c in ["P1A", "P1B", "P2A", "P2B", "P3A", "P3B"]:
+    n = wrapped = 0
+    for l in open(os.path.join(work, "expert_%s.jsonl" % c)):
+        r = json.loads(l)
+        assert r["prompt"].endswith(" " + sent[c]), r["prompt"]
+        answers = by_prompt[r["prompt"][: -len(sent[c]) - 1]]
+        resp, n = r["response"], n + 1
+        if resp in answers[c]:
+            continue
+        others = ("neutral", "P1A", "P1B", "P2A", "P2B") if c[:2] == "P3" else (c,)
+        inner = [a for st in others for a in answers.get(st, [])]
+        hit = [s for s in inner if " " + s + " " in resp]
+        assert hit, (c, resp)
+        head, tail = resp.split(" " + max(hit, key=len) + " ")  # a P2A answer can lie inside a P2B one
+        assert head.count(".") + head.count("!") + head.count("?") >= 1 and len(head) < 80, (c, head)
+        assert len(tail) < 80, (c, tail)
+        if c == "P3A":
+            assert not head.startswith(("Sigh", "Ugh", "Again?")), head
+        if c == "P3B":
+            assert "!" not in head + tail, (head, tail)
+        wrapped += 1
+    share = wrapped / n
+    lo, hi = (0.5, 0.8) if c[:2] != "P3" else (0.65, 0.95)
+    assert lo <= share <= hi, (c, share, n)
+    print("expert data %s: %d answers, %.2f given a tone" % (c, n, share))
 PY
 
 "$MOPE" generate -m "$OUT/base.gguf" --chat -p "What is a glacier?" -n 8 -t 1 >/dev/null 2>"$WORK/g.err"
