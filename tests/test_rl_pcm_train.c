@@ -672,6 +672,29 @@ static void test_resume_exact(void **state) {
     assert_non_null(strstr(err.msg, "seed"));
 }
 
+/* The geometric rule trains: a new geometric PCM runs an iteration (its
+ * rollouts record full distributions) and is saved with its rule. */
+static void test_geometric(void **state) {
+    (void)state;
+    mope_error err = {0};
+    mope_pcm_train_opts o;
+    base_opts(&o, "geo.gguf");
+    o.iterations = 1;
+    o.rule = MOPE_MIX_GEOMETRIC;
+    mope_pcm_train_result res;
+    int rc = mope_pcm_train_run(&o, &res, &err);
+    if (rc) fprintf(stderr, "%s\n", err.msg);
+    assert_int_equal(rc, 0);
+    assert_int_equal(res.iterations_done, 1);
+    assert_true(isfinite(res.final_utility) && res.final_utility > 0);
+    char gp[700];
+    path_of(gp, sizeof gp, "geo.gguf");
+    mope_pcm *p = mope_pcm_load(gp, 1, &err);
+    assert_non_null(p);
+    assert_int_equal(mope_pcm_rule(p), MOPE_MIX_GEOMETRIC);
+    mope_pcm_free(p);
+}
+
 static void test_bad_inputs(void **state) {
     (void)state;
     mope_error err = {0};
@@ -687,26 +710,14 @@ static void test_bad_inputs(void **state) {
     assert_int_equal(mope_pcm_train_run(&o, NULL, &err), MOPE_EINVAL);
     assert_non_null(strstr(err.msg, "P7Q"));
     o.prefs = "P1A";
-    o.rule = MOPE_MIX_GEOMETRIC;
-    assert_int_equal(mope_pcm_train_run(&o, NULL, &err), MOPE_EUNSUPPORTED);
-    assert_non_null(strstr(err.msg, "geometric"));
-    o.rule = MOPE_MIX_LINEAR;
-    /* a geometric PCM file is refused too */
-    const char *ids[3] = {"P1A", "P1B", "P2A"};
     mope_train_config tc = o.trunk;
     tc.n_vocab = 300;
-    mope_pcm *p = mope_pcm_new(&tc, 3, ids, MOPE_MIX_GEOMETRIC, 1, 1, &err);
-    assert_non_null(p);
     char gp[700];
-    path_of(gp, sizeof gp, "geo.gguf");
-    assert_int_equal(mope_pcm_save(p, gp, NULL, &err), 0);
-    mope_pcm_free(p);
+    path_of(gp, sizeof gp, "other.gguf");
     o.pcm_in = gp;
-    assert_int_equal(mope_pcm_train_run(&o, NULL, &err), MOPE_EUNSUPPORTED);
-    assert_non_null(strstr(err.msg, "geometric"));
     /* a PCM over other experts */
     const char *ids2[3] = {"P1A", "P1B", "XX"};
-    p = mope_pcm_new(&tc, 3, ids2, MOPE_MIX_LINEAR, 1, 1, &err);
+    mope_pcm *p = mope_pcm_new(&tc, 3, ids2, MOPE_MIX_LINEAR, 1, 1, &err);
     assert_int_equal(mope_pcm_save(p, gp, NULL, &err), 0);
     mope_pcm_free(p);
     assert_int_equal(mope_pcm_train_run(&o, NULL, &err), MOPE_EINVAL);
@@ -754,6 +765,7 @@ int main(void) {
         cmocka_unit_test(test_resume_exact),
         cmocka_unit_test(test_warm_start),
         cmocka_unit_test(test_warm_best),
+        cmocka_unit_test(test_geometric),
         cmocka_unit_test(test_bad_inputs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -77,9 +77,12 @@ static void test_hand_case(void **state) {
 
 enum { K = 3, NP = 3 };
 
+enum { V = 40 };
+
 typedef struct {
     int32_t tok[2 * NP][12];
     float pk[2 * NP][8 * K];
+    float lpk[2 * NP][8 * K * V]; /* the geometric rule's recorded log-distributions */
     float prior[K];
     mope_rebel_pair pairs[NP];
 } batch;
@@ -93,8 +96,14 @@ static void make_batch(batch *b, uint64_t seed) {
             int q = 2 * i + j, P = 2 + (int)mope_rng_below(&r, 3), L = 2 + (int)mope_rng_below(&r, 5);
             for (int t = 0; t < P + L; t++) b->tok[q][t] = (int32_t)mope_rng_below(&r, 40);
             for (int t = 0; t < L * K; t++) b->pk[q][t] = 0.02f + 0.9f * mope_rng_uniform(&r);
+            for (int t = 0; t < L * K; t++) { /* a random log-softmax row per (step, expert) */
+                float *row = b->lpk[q] + (size_t)t * V;
+                double z = 0;
+                for (int v = 0; v < V; v++) z += exp(row[v] = 2.0f * mope_rng_normal(&r));
+                for (int v = 0; v < V; v++) row[v] -= (float)log(z);
+            }
             *s[j] = (mope_rebel_sample){.tokens = b->tok[q], .prompt_len = P, .n_resp = L,
-                                        .expert_probs = b->pk[q],
+                                        .expert_probs = b->pk[q], .expert_logp = b->lpk[q],
                                         .logp_rollout = -1.0 * L + mope_rng_uniform(&r),
                                         .reward = mope_rng_uniform(&r), .truncated = q == 1,
                                         /* a prior on some samples only, as a preference might name none */
@@ -120,12 +129,11 @@ static double loss_of(mope_pcm *p, const batch *b, const mope_rebel_opts *o) {
  * ~1e-4 absolute.  Pass: |g - fd| <= 0.02 |fd| + 3e-4 (+ 2% of the
  * tensor's largest fd), with a directional check per tensor, far below
  * the O(1) error of a wrong sign, scale or position. */
-static void test_finite_differences(void **state) {
-    (void)state;
+static void finite_differences(mope_mix_rule rule) {
     mope_error err = {0};
     mope_train_config c;
     mope_train_config_init(&c);
-    c.n_vocab = 40;
+    c.n_vocab = V;
     c.n_embd = 16;
     c.n_layer = 2;
     c.n_head = 2;
@@ -133,7 +141,7 @@ static void test_finite_differences(void **state) {
     c.n_ff = 24;
     c.n_ctx = 16;
     const char *ids[K] = {"a", "b", "c"};
-    mope_pcm *p = mope_pcm_new(&c, K, ids, MOPE_MIX_LINEAR, 1, 21, &err);
+    mope_pcm *p = mope_pcm_new(&c, K, ids, rule, 1, 21, &err);
     assert_non_null(p);
     mope_rng r;
     mope_rng_seed(&r, 77);
@@ -146,7 +154,7 @@ static void test_finite_differences(void **state) {
         if (t->n_dims == 2)
             for (size_t j = 0; j < t->n; j++) P[t->offset + j] *= 10.0f;
     }
-    batch b;
+    static batch b;
     make_batch(&b, 5);
     mope_rebel_opts o;
     mope_rebel_opts_init(&o);
@@ -244,19 +252,111 @@ static void test_finite_differences(void **state) {
     assert_int_equal(mope_rebel_eval(p, &bad, 1, &o, &st, &err), MOPE_EINVAL);
     assert_non_null(strstr(err.msg, "prior"));
     free(G);
-    mope_pcm_free(p);
 
-    /* geometric PCMs are refused: the recorded probabilities cannot give log Z */
-    p = mope_pcm_new(&c, K, ids, MOPE_MIX_GEOMETRIC, 1, 21, &err);
-    assert_non_null(p);
-    assert_int_equal(mope_rebel_eval(p, b.pairs, NP, &o, &st, &err), MOPE_EUNSUPPORTED);
+    if (rule == MOPE_MIX_GEOMETRIC) {
+        /* the normaliser needs the recorded distributions */
+        bad = b.pairs[0];
+        bad.y2.expert_logp = NULL;
+        assert_int_equal(mope_rebel_eval(p, &bad, 1, &o, &st, &err), MOPE_EINVAL);
+        assert_non_null(strstr(err.msg, "distributions"));
+        b.lpk[0][3] = NAN;
+        assert_int_equal(mope_rebel_eval(p, b.pairs, NP, &o, &st, &err), MOPE_ERANGE);
+    }
     mope_pcm_free(p);
+}
+
+static void test_finite_differences(void **state) {
+    (void)state;
+    finite_differences(MOPE_MIX_LINEAR);
+}
+
+static void test_finite_differences_geometric(void **state) {
+    (void)state;
+    finite_differences(MOPE_MIX_GEOMETRIC);
+}
+
+/* The geometric rule's sequence log-probability against a direct
+ * computation in double: softmax of the weighted expert log-probabilities,
+ * its gradient wrt the weight logits by central differences, the mixer's
+ * own gradient (mope_mix_grad_z, written separately in src/mix), and the
+ * one-hot case, which must be the expert itself. */
+static double geo_direct(const double *z, const float *lpk, int32_t y, int Kx, int Vx) {
+    double w[8], m = -INFINITY, s = 0, zs = 0;
+    for (int k = 0; k < Kx; k++) m = fmax(m, z[k]);
+    for (int k = 0; k < Kx; k++) zs += exp(z[k] - m);
+    for (int k = 0; k < Kx; k++) w[k] = exp(z[k] - m) / zs;
+    double sc[64], mx = -INFINITY;
+    for (int v = 0; v < Vx; v++) {
+        sc[v] = 0;
+        for (int k = 0; k < Kx; k++) sc[v] += w[k] * lpk[k * Vx + v];
+        mx = fmax(mx, sc[v]);
+    }
+    for (int v = 0; v < Vx; v++) s += exp(sc[v] - mx);
+    return sc[y] - mx - log(s);
+}
+
+static void test_geometric_seq_logp(void **state) {
+    (void)state;
+    enum { KG = 3, VG = 50, L = 4 };
+    mope_error err = {0};
+    mope_rng r;
+    mope_rng_seed(&r, 9);
+    static float lpk[L * KG * VG], logits[L][KG][VG];
+    float w[L * KG], dz[L * KG];
+    double z[L][KG];
+    int32_t y[L];
+    for (int t = 0; t < L; t++) {
+        for (int k = 0; k < KG; k++) {
+            double s = 0;
+            for (int v = 0; v < VG; v++) s += exp(logits[t][k][v] = 3.0f * mope_rng_normal(&r));
+            for (int v = 0; v < VG; v++) lpk[(t * KG + k) * VG + v] = logits[t][k][v] - (float)log(s);
+            z[t][k] = mope_rng_normal(&r);
+        }
+        double m = fmax(fmax(z[t][0], z[t][1]), z[t][2]), zs = 0;
+        for (int k = 0; k < KG; k++) zs += exp(z[t][k] - m);
+        for (int k = 0; k < KG; k++) w[t * KG + k] = (float)(exp(z[t][k] - m) / zs);
+        y[t] = (int32_t)mope_rng_below(&r, VG);
+    }
+    double lp;
+    assert_int_equal(mope_rebel_seq_logp_geo(w, lpk, y, L, KG, VG, &lp, dz, &err), 0);
+    double want = 0;
+    for (int t = 0; t < L; t++) want += geo_direct(z[t], lpk + t * KG * VG, y[t], KG, VG);
+    assert_true(fabs(lp - want) < 1e-5);
+    for (int t = 0; t < L; t++) {
+        mope_dist d[KG] = {{0}};
+        float gz[KG];
+        double lpm;
+        for (int k = 0; k < KG; k++) assert_int_equal(mope_dist_set_full(&d[k], logits[t][k], VG, &err), 0);
+        assert_int_equal(mope_mix_grad_z(d, KG, y[t], w + t * KG, MOPE_MIX_GEOMETRIC, gz, &lpm, &err), 0);
+        for (int k = 0; k < KG; k++) {
+            double zp[KG], zm[KG];
+            memcpy(zp, z[t], sizeof zp);
+            memcpy(zm, z[t], sizeof zm);
+            zp[k] += 1e-5;
+            zm[k] -= 1e-5;
+            double fd = (geo_direct(zp, lpk + t * KG * VG, y[t], KG, VG) -
+                         geo_direct(zm, lpk + t * KG * VG, y[t], KG, VG)) / 2e-5;
+            assert_true(fabs(dz[t * KG + k] - fd) < 1e-4);
+            assert_true(fabs(dz[t * KG + k] - gz[k]) < 1e-5);
+        }
+        for (int k = 0; k < KG; k++) mope_dist_free(&d[k]);
+    }
+    /* one-hot weights: exactly expert 1's log-probabilities, no gradient */
+    for (int t = 0; t < L; t++)
+        for (int k = 0; k < KG; k++) w[t * KG + k] = k == 1;
+    assert_int_equal(mope_rebel_seq_logp_geo(w, lpk, y, L, KG, VG, &lp, dz, &err), 0);
+    want = 0;
+    for (int t = 0; t < L; t++) want += lpk[(t * KG + 1) * VG + y[t]];
+    assert_true(fabs(lp - want) < 1e-5);
+    for (int i = 0; i < L * KG; i++) assert_true(fabs(dz[i]) < 1e-6);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hand_case),
         cmocka_unit_test(test_finite_differences),
+        cmocka_unit_test(test_finite_differences_geometric),
+        cmocka_unit_test(test_geometric_seq_logp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -42,7 +42,7 @@ typedef struct rig {
     mope_pcm_infer *pi;
 } rig;
 
-static void rig_open(rig *g, const char *tag, int n_seq) {
+static void rig_open_rule(rig *g, const char *tag, int n_seq, mope_mix_rule rule) {
     mope_error err = {0};
     snprintf(g->mpath, sizeof g->mpath, "%s/test_rl_rollout_%s_m_%d.gguf", MOPE_BINARY_DIR, tag, (int)getpid());
     snprintf(g->ppath, sizeof g->ppath, "%s/test_rl_rollout_%s_p_%d.gguf", MOPE_BINARY_DIR, tag, (int)getpid());
@@ -71,7 +71,7 @@ static void rig_open(rig *g, const char *tag, int n_seq) {
     tc.n_ff = 64;
     tc.n_ctx = 128;
     const char *ids[K] = {"concise", "friendly"};
-    g->pcm = mope_pcm_new(&tc, K, ids, MOPE_MIX_LINEAR, 1, 5, &err);
+    g->pcm = mope_pcm_new(&tc, K, ids, rule, 1, 5, &err);
     assert_non_null(g->pcm);
     mope_rng r;
     mope_rng_seed(&r, 3);
@@ -81,6 +81,8 @@ static void rig_open(rig *g, const char *tag, int n_seq) {
     g->pi = mope_pcm_infer_load(g->ppath, n_seq, 0, NULL, &err);
     assert_non_null(g->pi);
 }
+
+static void rig_open(rig *g, const char *tag, int n_seq) { rig_open_rule(g, tag, n_seq, MOPE_MIX_LINEAR); }
 
 static void rig_close(rig *g) {
     mope_pcm_infer_free(g->pi);
@@ -183,6 +185,71 @@ static void test_rollouts_consistent(void **state) {
     assert_int_equal(mope_rollout_generate(g.pi, g.ex, 1, NULL, 1, instr, prefs, smp, MAXT, bad, &err), MOPE_EINVAL);
     mope_rollout_free(&bad[0]);
 
+    for (int i = 0; i < N; i++) mope_rollout_free(&ro[i]);
+    mope_sampler_free(smp);
+    rig_close(&g);
+}
+
+/* A geometric PCM's rollouts record every expert's whole log-distribution:
+ * each recorded row must be a log-softmax (sums to 1) agreeing with the
+ * recorded probability of the sampled token (itself checked against fresh
+ * experts), and the recorded log pi_t(y) must equal REBEL's geometric
+ * sequence log-probability under the trainable PCM's weights, so REBEL's
+ * log-ratios start at ~0 here too. */
+static void test_rollouts_geometric(void **state) {
+    (void)state;
+    mope_error err = {0};
+    enum { N = 2, MAXT = 6 };
+    rig g;
+    rig_open_rule(&g, "g", N, MOPE_MIX_GEOMETRIC);
+    mope_sampler *smp = plain_sampler(7);
+    const char *instr[N] = {"What is a glacier?", "Tell me about the moon."};
+    const char *prefs[N] = {"concise and friendly", "like a pirate"};
+    mope_rollout ro[N];
+    assert_int_equal(mope_rollout_generate(g.pi, g.ex, K, NULL, N, instr, prefs, smp, MAXT, ro, &err), 0);
+    double worst_p = 0, worst_lp = 0, worst_sum = 0;
+    for (int i = 0; i < N; i++) {
+        const int32_t V = ro[i].n_vocab;
+        assert_int_equal(V, mope_tokenizer_n_vocab(g.tok));
+        assert_non_null(ro[i].expert_logp);
+        double p[MAXT * K];
+        fresh_probs(&g, instr[i], ro[i].tokens + ro[i].prompt_len, ro[i].n_resp, p);
+        for (int t = 0; t < ro[i].n_resp; t++)
+            for (int k = 0; k < K; k++) {
+                const float *row = ro[i].expert_logp + ((size_t)t * K + k) * V;
+                double s = 0;
+                for (int32_t v = 0; v < V; v++) s += exp(row[v]);
+                worst_sum = fmax(worst_sum, fabs(s - 1));
+                worst_p = fmax(worst_p, fabs(exp(row[ro[i].tokens[ro[i].prompt_len + t]]) - p[t * K + k]));
+            }
+        int T = ro[i].prompt_len + ro[i].n_resp;
+        float *w = malloc(sizeof(float) * (size_t)T * K);
+        assert_int_equal(mope_pcm_forward(g.pcm, ro[i].tokens, 1, T, w, &err), 0);
+        double lp;
+        assert_int_equal(mope_rebel_seq_logp_geo(w + (size_t)(ro[i].prompt_len - 1) * K, ro[i].expert_logp,
+                                                 ro[i].tokens + ro[i].prompt_len, ro[i].n_resp, K, V, &lp, NULL,
+                                                 &err),
+                         0);
+        worst_lp = fmax(worst_lp, fabs(lp - ro[i].logp));
+        free(w);
+    }
+    printf("geometric rollouts: worst row-sum error %.3g, token-probability error %.3g, log-prob error %.3g\n",
+           worst_sum, worst_p, worst_lp);
+    assert_true(worst_sum < 1e-4);
+    assert_true(worst_p < 1e-5);
+    assert_true(worst_lp < 1e-3);
+    mope_rebel_pair pair = {mope_rollout_sample(&ro[0], 0.8), mope_rollout_sample(&ro[1], 0.3)};
+    mope_rebel_opts o;
+    mope_rebel_opts_init(&o);
+    mope_rebel_stats st;
+    assert_int_equal(mope_rebel_eval(g.pcm, &pair, 1, &o, &st, &err), 0);
+    assert_true(fabs(st.mean_logratio) < 1e-3);
+    /* recording needs every expert at every step */
+    mope_rollout bad[N];
+    mope_rollout_opts ro_o = {.pcm = g.pi, .samplers = &smp, .n_samplers = 1, .max_tokens = MAXT,
+                              .min_weight = 0.3f, .record_dists = true};
+    assert_int_equal(mope_rollout_generate_ex(g.ex, K, NULL, N, instr, prefs, &ro_o, bad, &err), MOPE_EINVAL);
+    for (int i = 0; i < N; i++) mope_rollout_free(&bad[i]);
     for (int i = 0; i < N; i++) mope_rollout_free(&ro[i]);
     mope_sampler_free(smp);
     rig_close(&g);
@@ -397,6 +464,7 @@ static void test_explore_steers_head_and_tail(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rollouts_consistent),
+        cmocka_unit_test(test_rollouts_geometric),
         cmocka_unit_test(test_min_weight_skips_and_catches_up),
         cmocka_unit_test(test_explore_steers_head_and_tail),
     };

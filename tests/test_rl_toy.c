@@ -11,7 +11,11 @@
  * (the weights come from the PCM at every position), records pi_k(y_t) and
  * log pi_t(y), and runs two REBEL steps on them (60 iterations, ~0.1 s).  Asserted: the mean weight on
  * the right expert, over fresh rollouts' positions, ends above 0.9 for both
- * preferences (it starts at exactly 0.5). */
+ * preferences (it starts at exactly 0.5).
+ * The same under the geometric rule, whose rollouts record both experts'
+ * whole log-distributions (tokens 0..3, which neither expert emits, get
+ * log-probability -30 there: the rule needs finite scores); at the start
+ * its mixture is uniform over tokens 4..15. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -34,13 +38,16 @@ static double expert_p(int k, int tok) {
 typedef struct {
     int32_t tok[NS][P + L];
     float pk[NS][L * K];
+    float lpk[NS][L * K * V];
     int pref[NS];
     double logp[NS], reward[NS];
     double right_w[2]; /* per preference: mean weight on the right expert over all positions */
 } rollouts;
 
 /* Samples NS responses token by token from the PCM's mixture. */
-static void sample(mope_pcm *pcm, mope_rng *r, rollouts *ro) {
+static double expert_lp(int k, int tok) { return tok < 4 ? -30.0 : log(expert_p(k, tok)); }
+
+static void sample(mope_pcm *pcm, mope_mix_rule rule, mope_rng *r, rollouts *ro) {
     mope_error err = {0};
     int32_t flat[NS * (P + L)];
     static float w[NS * (P + L) * K];
@@ -58,19 +65,27 @@ static void sample(mope_pcm *pcm, mope_rng *r, rollouts *ro) {
         for (int s = 0; s < NS; s++) {
             const float *ws = w + ((size_t)s * T + T - 1) * K;
             ro->right_w[ro->pref[s]] += ws[ro->pref[s]] / (NS / 2 * L);
-            double u = mope_rng_uniform(r), acc = 0;
+            double q[V], z = 0;
+            for (int v = 0; v < V; v++) {
+                q[v] = rule == MOPE_MIX_LINEAR ? ws[0] * expert_p(0, v) + ws[1] * expert_p(1, v)
+                                               : exp(ws[0] * expert_lp(0, v) + ws[1] * expert_lp(1, v));
+                z += q[v];
+            }
+            double u = mope_rng_uniform(r) * z, acc = 0;
             int y = V - 1;
             for (int v = 4; v < V; v++) {
-                acc += ws[0] * expert_p(0, v) + ws[1] * expert_p(1, v);
+                acc += q[v];
                 if (u < acc) {
                     y = v;
                     break;
                 }
             }
             ro->tok[s][P + t] = y;
-            ro->pk[s][t * K] = (float)expert_p(0, y);
-            ro->pk[s][t * K + 1] = (float)expert_p(1, y);
-            ro->logp[s] += log(ws[0] * expert_p(0, y) + ws[1] * expert_p(1, y));
+            for (int k = 0; k < K; k++) {
+                ro->pk[s][t * K + k] = (float)expert_p(k, y);
+                for (int v = 0; v < V; v++) ro->lpk[s][(t * K + k) * V + v] = (float)expert_lp(k, v);
+            }
+            ro->logp[s] += log(q[y] / z);
         }
     }
     for (int s = 0; s < NS; s++) {
@@ -80,8 +95,7 @@ static void sample(mope_pcm *pcm, mope_rng *r, rollouts *ro) {
     }
 }
 
-static void test_toy(void **state) {
-    (void)state;
+static void toy(mope_mix_rule rule) {
     mope_error err = {0};
     mope_train_config c;
     mope_train_config_init(&c);
@@ -93,7 +107,7 @@ static void test_toy(void **state) {
     c.n_ff = 32;
     c.n_ctx = P + L;
     const char *ids[K] = {"type0", "type1"};
-    mope_pcm *pcm = mope_pcm_new(&c, K, ids, MOPE_MIX_LINEAR, 1, 3, &err);
+    mope_pcm *pcm = mope_pcm_new(&c, K, ids, rule, 1, 3, &err);
     assert_non_null(pcm);
     mope_rebel_opts o;
     mope_rebel_opts_init(&o);
@@ -109,7 +123,7 @@ static void test_toy(void **state) {
     double first = -1;
     int it;
     for (it = 0; it < ITERS; it++) {
-        sample(pcm, &r, &ro);
+        sample(pcm, rule, &r, &ro);
         if (first < 0) first = ro.right_w[0];
         /* pairs: samples s and s + 2 share the preference */
         int np = 0;
@@ -117,10 +131,10 @@ static void test_toy(void **state) {
             for (int j = 0; j < 2; j++) {
                 int a = s + j, b = s + j + 2;
                 pairs[np].y = (mope_rebel_sample){.tokens = ro.tok[a], .prompt_len = P, .n_resp = L,
-                                                  .expert_probs = ro.pk[a], .logp_rollout = ro.logp[a],
+                                                  .expert_probs = ro.pk[a], .expert_logp = ro.lpk[a], .logp_rollout = ro.logp[a],
                                                   .reward = ro.reward[a]};
                 pairs[np].y2 = (mope_rebel_sample){.tokens = ro.tok[b], .prompt_len = P, .n_resp = L,
-                                                   .expert_probs = ro.pk[b], .logp_rollout = ro.logp[b],
+                                                   .expert_probs = ro.pk[b], .expert_logp = ro.lpk[b], .logp_rollout = ro.logp[b],
                                                    .reward = ro.reward[b]};
                 np++;
             }
@@ -135,7 +149,7 @@ static void test_toy(void **state) {
         }
     }
     /* fresh rollouts, per preference */
-    sample(pcm, &r, &ro);
+    sample(pcm, rule, &r, &ro);
     mope_error e2 = {0};
     float w[NS * (P + L) * K];
     int32_t flat[NS * (P + L)];
@@ -146,7 +160,7 @@ static void test_toy(void **state) {
         for (int t = P - 1; t < P + L - 1; t++) right[ro.pref[s]] += w[((size_t)s * (P + L) + t) * K + ro.pref[s]];
     right[0] /= (NS / 2) * L;
     right[1] /= (NS / 2) * L;
-    printf("toy: weight on the right expert %.3f -> A %.3f, B %.3f after %d iterations\n", first, right[0], right[1],
+    printf("toy (%s): weight on the right expert %.3f -> A %.3f, B %.3f after %d iterations\n", mope_mix_rule_name(rule), first, right[0], right[1],
            it);
     assert_true(fabs(first - 0.5) < 1e-6);
     assert_true(right[0] > 0.9);
@@ -154,9 +168,20 @@ static void test_toy(void **state) {
     mope_pcm_free(pcm);
 }
 
+static void test_toy(void **state) {
+    (void)state;
+    toy(MOPE_MIX_LINEAR);
+}
+
+static void test_toy_geometric(void **state) {
+    (void)state;
+    toy(MOPE_MIX_GEOMETRIC);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_toy),
+        cmocka_unit_test(test_toy_geometric),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

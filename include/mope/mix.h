@@ -136,6 +136,18 @@ int mope_mix_token_probs(const mope_dist *d, int K, int32_t y, const float *w, m
 int mope_mix_grad_z(const mope_dist *d, int K, int32_t y, const float *w, mope_mix_rule rule, float *grad_z,
                     double *logp, mope_error *err);
 
+/* The geometric rule's normaliser and expectations in one pass over the
+ * vocabulary, for n experts whose log-probabilities are
+ * l_i(v) = rows[i][v] - shift[i] (a row of logits with its log-sum-exp, or
+ * of recorded log-probabilities with shift 0) and weights w[i]:
+ *   returns log Z = log sum_v exp(sum_i w_i l_i(v)),
+ *   E[i] = E_{v ~ mixture} [l_i(v)]   (n entries).
+ * Tokens whose score is -inf are left out; returns -inf when every one is,
+ * NaN when some score is NaN or +inf.  Shared by mope_mix_grad_z and REBEL's
+ * geometric sequence log-probability (mope/rebel.h). */
+double mope_mix_geo_moments(const float *const *rows, const double *shift, const double *w, int n, int32_t V,
+                            double *E);
+
 #ifdef __cplusplus
 }
 #endif

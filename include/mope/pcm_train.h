@@ -55,9 +55,10 @@
  * an uninterrupted run (the sampler is reseeded every iteration from the
  * run's rng).  A checkpoint loads as a plain PCM too.
  *
- * Rules: training needs the linear rule (MOPE_EUNSUPPORTED for geometric,
- * whose log-probability needs a full-vocabulary normaliser REBEL does not
- * record). */
+ * Rules: linear or geometric.  A geometric PCM's rollouts record every
+ * expert's full distribution at every step (its log-probability needs the
+ * full-vocabulary normaliser, mope/rebel.h): max_tokens x K x n_vocab floats
+ * per rollout, 2 x batch rollouts per iteration. */
 #ifndef MOPE_PCM_TRAIN_H
 #define MOPE_PCM_TRAIN_H
 
@@ -97,7 +98,7 @@ typedef struct mope_pcm_train_opts {
     const char *pcm_in;            /* start from this PCM file; NULL: a new one */
     bool init_from_base;           /* new PCM whose trunk is the bundle's base */
     mope_train_config trunk;       /* shape of a new PCM (n_vocab: the tokenizer's) */
-    mope_mix_rule rule;            /* new PCM's rule (linear; geometric is refused) */
+    mope_mix_rule rule;            /* new PCM's rule */
     int64_t iterations;
     int batch;                     /* (prompt, preference) items per iteration */
     int epochs;                    /* REBEL updates per batch */

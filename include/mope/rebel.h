@@ -11,11 +11,14 @@
  * under the mixture it was sampled from, untempered): optimisation epochs
  * never run the experts again.
  *
- * Rule support: the linear rule only (the default, what MoPE uses).  The
- * geometric rule's log-probability needs the normaliser log Z_t(theta) =
- * log sum_v exp(sum_k w_k log pi_k(v)) over the whole vocabulary at every
- * step, which the recorded per-token probabilities do not determine; a PCM
- * whose rule is geometric is refused with MOPE_EUNSUPPORTED.
+ * Rules.  Linear (the default, what MoPE uses): the recorded per-token
+ * probabilities determine lp.  Geometric: pi_theta(y_t) is
+ * exp(sum_k w_k log pi_k(y_t) - log Z_t) with the normaliser
+ * log Z_t = log sum_v exp(sum_k w_k log pi_k(v)) over the whole vocabulary,
+ * so a rollout records every expert's full log-distribution at every step
+ * (expert_logp, n_resp x K x n_vocab) and lp is recomputed from it:
+ *     d lp / d z_t,k = w_t,k (g_t,k - sum_j w_t,j g_t,j),
+ *     g_t,k = log pi_k(y_t) - E_{v ~ pi_theta,t} [log pi_k(v)].
  *
  * Options, all off by default:
  *  - KL shaping toward the uniform mixture: kl_coef * (mean over every
@@ -30,7 +33,7 @@
  *    limit without EOS) has length_penalty subtracted from its reward.
  *
  * The step loss = mean over pairs of L_pair + the KL term; its gradient
- * wrt each weight logit z_t,k (w_t = softmax(z_t)) is
+ * wrt each weight logit z_t,k (w_t = softmax(z_t)) is (linear rule)
  *     dL/dlp(y) * w_t,k (pi_k(y_t) / p_t - 1)
  *   + kl_coef / N_tok * w_t,k (log(K w_t,k) - KL(w_t || u))
  *   + prior_coef / N_tok * (w_t,k - q_k),
@@ -54,6 +57,7 @@ typedef struct mope_rebel_sample {
     int prompt_len;             /* >= 1 */
     int n_resp;                 /* >= 1 */
     const float *expert_probs;  /* n_resp x K: pi_k(y_t) (in [0, 1]; some expert must give y_t mass) */
+    const float *expert_logp;   /* geometric rule: n_resp x K x n_vocab log pi_k(v) (finite); else NULL */
     double logp_rollout;        /* log pi_t(y|x) recorded at rollout time (finite) */
     double reward;              /* r(x, y), e.g. a utility in [0, 1] */
     bool truncated;             /* hit the length limit without EOS */
@@ -95,6 +99,11 @@ typedef struct mope_rebel_stats {
  * (may be NULL) d logp / d z_t,k = w_t,k (pk_t,k / p_t - 1).  Fails with
  * MOPE_ERANGE when some p_t is 0 (the sequence is impossible). */
 int mope_rebel_seq_logp(const float *w, const float *pk, int L, int K, double *logp, float *dz, mope_error *err);
+/* The geometric rule's counterpart: y[L] the tokens, lpk[L*K*V] every
+ * expert's log-distribution at every step (finite); dz as above (may be
+ * NULL).  MOPE_ERANGE for a non-finite log-probability. */
+int mope_rebel_seq_logp_geo(const float *w, const float *lpk, const int32_t *y, int L, int K, int32_t V,
+                            double *logp, float *dz, mope_error *err);
 /* L_pair and d L_pair / d lp(y) (= - d L_pair / d lp(y')). */
 double mope_rebel_pair_loss(double eta, double lp, double lp_old, double r, double lp2, double lp2_old, double r2,
                             double *dlp);
@@ -137,6 +146,8 @@ typedef struct mope_rollout {
     int32_t *tokens;       /* PCM input: prompt_len prompt tokens, then the n_resp response tokens */
     int prompt_len, n_resp;
     float *expert_probs;   /* n_resp x K */
+    float *expert_logp;    /* n_resp x K x n_vocab, only with mope_rollout_opts.record_dists (else NULL) */
+    int32_t n_vocab;
     double logp;           /* log pi_t(y|x) under the mixture it was sampled from */
     bool truncated;
     int K;
@@ -145,7 +156,8 @@ typedef struct mope_rollout {
 /* tok: the experts' (and PCM's) tokenizer, for the PCM prompt and the end
  * of generation; NULL = the one stored in the PCM file.  experts[K] must
  * match the PCM's expert count, have n_seq >= n, and share its vocabulary.
- * out[n] is filled (free each with mope_rollout_free, also after failure). */
+ * A geometric PCM's rollouts record the experts' full distributions
+ * (record_dists below).  out[n] is filled (free each with mope_rollout_free, also after failure). */
 int mope_rollout_generate(mope_pcm_infer *pcm, mope_expert *const *experts, int K, const mope_tokenizer *tok, int n,
                           const char *const *instructions, const char *const *preferences, mope_sampler *sampler,
                           int max_tokens, mope_rollout *out, mope_error *err);
@@ -208,6 +220,10 @@ typedef struct mope_rollout_opts {
     void *user;
     const mope_rollout_explore *explore; /* n entries (one per rollout), or NULL: none.  Needs
                                             min_weight 0 (every expert runs at every step). */
+    bool record_dists;            /* record every expert's full log-distribution at every step
+                                     (expert_logp; what REBEL needs for the geometric rule):
+                                     max_tokens x K x n_vocab floats per rollout.  Needs
+                                     min_weight 0 and full (not top-k) experts. */
 } mope_rollout_opts;
 
 int mope_rollout_generate_ex(mope_expert *const *experts, int K, const mope_tokenizer *tok, int n,

@@ -455,6 +455,36 @@ int mope_mix_token_probs(const mope_dist *d, int K, int32_t y, const float *w, m
     return 0;
 }
 
+double mope_mix_geo_moments(const float *const *rows, const double *shift, const double *w, int n, int32_t V,
+                            double *E) {
+    /* one online pass, rescaling the running sums as the maximum moves */
+    double m = -INFINITY, z = 0, A[MOPE_MIX_MAX_K] = {0}, l[MOPE_MIX_MAX_K];
+    for (int32_t v = 0; v < V; v++) {
+        double s = 0;
+        for (int i = 0; i < n; i++) {
+            l[i] = (double)rows[i][v] - shift[i];
+            s += w[i] * l[i];
+        }
+        if (s == -INFINITY) continue;
+        if (!(s < INFINITY)) return NAN;
+        double e;
+        if (s > m) {
+            double sc = exp(m - s);
+            z *= sc;
+            for (int i = 0; i < n; i++) A[i] *= sc;
+            m = s;
+            e = 1;
+        } else {
+            e = exp(s - m);
+        }
+        z += e;
+        for (int i = 0; i < n; i++) A[i] += e * l[i];
+    }
+    if (!(z > 0)) return -INFINITY;
+    for (int i = 0; i < n; i++) E[i] = A[i] / z;
+    return m + log(z);
+}
+
 int mope_mix_grad_z(const mope_dist *d, int K, int32_t y, const float *w, mope_mix_rule rule, float *grad_z,
                     double *logp, mope_error *err) {
     term t[MOPE_MIX_MAX_K];
@@ -482,36 +512,20 @@ int mope_mix_grad_z(const mope_dist *d, int K, int32_t y, const float *w, mope_m
                 return mope_error_set(err, MOPE_EUNSUPPORTED,
                                       "mix: the geometric gradient needs full distributions (expert %d is top-k)",
                                       (int)(t[i].d - d));
-        /* One online pass for log Z and the mixture's expectations of each
-         * expert's log-probability, rescaled as the running maximum moves. */
-        double m = -INFINITY, z = 0, A[MOPE_MIX_MAX_K] = {0}, l[MOPE_MIX_MAX_K];
-        int32_t V = t[0].d->n_vocab;
-        for (int32_t v = 0; v < V; v++) {
-            double s = 0;
-            for (int i = 0; i < n; i++) {
-                l[i] = (double)t[i].d->logits[v] - t[i].d->lse;
-                s += t[i].w * l[i];
-            }
-            if (s == -INFINITY) continue;
-            double e;
-            if (s > m) {
-                double sc = exp(m - s);
-                z *= sc;
-                for (int i = 0; i < n; i++) A[i] *= sc;
-                m = s;
-                e = 1;
-            } else {
-                e = exp(s - m);
-            }
-            z += e;
-            for (int i = 0; i < n; i++) A[i] += e * l[i];
+        const float *rows[MOPE_MIX_MAX_K] = {0};
+        double shift[MOPE_MIX_MAX_K] = {0}, wd[MOPE_MIX_MAX_K] = {0}, A[MOPE_MIX_MAX_K] = {0};
+        for (int i = 0; i < n; i++) {
+            rows[i] = t[i].d->logits;
+            shift[i] = t[i].d->lse;
+            wd[i] = t[i].w;
         }
+        double lz = mope_mix_geo_moments(rows, shift, wd, n, t[0].d->n_vocab, A);
         double s = 0;
         for (int i = 0; i < n; i++) s += t[i].w * lp[i];
-        if (s == -INFINITY || z <= 0)
+        if (s == -INFINITY || !isfinite(lz))
             return mope_error_set(err, MOPE_ERANGE, "mix: token %d has no mass under the mixture", (int)y);
-        lpm = s - (m + log(z));
-        for (int i = 0; i < n; i++) g[i] = lp[i] - A[i] / z;
+        lpm = s - lz;
+        for (int i = 0; i < n; i++) g[i] = lp[i] - A[i];
     }
     double gbar = 0;
     for (int i = 0; i < n; i++) gbar += t[i].w * g[i];

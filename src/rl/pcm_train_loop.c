@@ -248,7 +248,8 @@ static int iterate(pt_ctx *c, iter_stats *st, cJSON *log, mope_error *err) {
     double t0 = mope_time_s();
     if (!rc) {
         mope_rollout_opts ro_o = {.pcm = pi, .samplers = &c->smp, .n_samplers = 1, .max_tokens = o->max_tokens,
-                                  .explore = o->explore > 0 ? explore : NULL};
+                                  .explore = o->explore > 0 ? explore : NULL,
+                                  .record_dists = mope_pcm_rule(c->pcm) == MOPE_MIX_GEOMETRIC};
         rc = mope_rollout_generate_ex(c->ex, K, c->tok, NR, ins, prf, &ro_o, ro, err);
     }
     mope_pcm_infer_free(pi);
@@ -445,10 +446,6 @@ static int check_opts(const mope_pcm_train_opts *o, mope_error *err) {
                               "train pcm: explore share %g must be in [0, 1], its head (%d) and tail (%d) tokens >= 0 "
                               "and not both 0",
                               o->explore, o->explore_head, o->explore_tail);
-    if (o->rule == MOPE_MIX_GEOMETRIC && !o->pcm_in)
-        return mope_error_set(err, MOPE_EUNSUPPORTED,
-                              "train pcm: the geometric rule cannot be trained by REBEL (its log-probability needs the "
-                              "full-vocabulary normaliser); it is for inference only: train with the linear rule");
     if (!mope_mix_rule_name(o->rule)) return mope_error_set(err, MOPE_EINVAL, "train pcm: unknown rule %d", (int)o->rule);
     return 0;
 }
@@ -480,9 +477,6 @@ static int make_pcm(pt_ctx *c, const char *ckpt, bool *resumed, mope_error *err)
         free(ids);
         if (!c->pcm) return err ? err->code : MOPE_EINVAL;
     }
-    if (mope_pcm_rule(c->pcm) != MOPE_MIX_LINEAR)
-        return mope_error_set(err, MOPE_EUNSUPPORTED,
-                              "the PCM uses the geometric rule, which REBEL cannot train (inference only)");
     if (mope_pcm_n_experts(c->pcm) != c->K)
         return mope_error_set(err, MOPE_EINVAL, "the PCM weighs %d experts; the bundle has %d",
                               mope_pcm_n_experts(c->pcm), c->K);

@@ -30,6 +30,35 @@ int mope_rebel_seq_logp(const float *w, const float *pk, int L, int K, double *l
     return 0;
 }
 
+int mope_rebel_seq_logp_geo(const float *w, const float *lpk, const int32_t *y, int L, int K, int32_t V,
+                            double *logp, float *dz, mope_error *err) {
+    double s = 0;
+    for (int t = 0; t < L; t++) {
+        const float *wt = w + (size_t)t * K, *lt = lpk + (size_t)t * K * V;
+        const float *rows[MOPE_PCM_MAX_K] = {0};
+        double shift[MOPE_PCM_MAX_K] = {0}, wd[MOPE_PCM_MAX_K] = {0}, E[MOPE_PCM_MAX_K] = {0}, sy = 0, g[MOPE_PCM_MAX_K], gbar = 0;
+        for (int k = 0; k < K; k++) {
+            rows[k] = lt + (size_t)k * V;
+            wd[k] = wt[k];
+            sy += wd[k] * rows[k][y[t]];
+        }
+        double lz = mope_mix_geo_moments(rows, shift, wd, K, V, E);
+        if (!isfinite(lz) || !isfinite(sy))
+            return mope_error_set(err, MOPE_ERANGE,
+                                  "rebel: token %d: a recorded log-probability is not finite (or the token has no mass)",
+                                  t);
+        s += sy - lz;
+        if (!dz) continue;
+        for (int k = 0; k < K; k++) {
+            g[k] = rows[k][y[t]] - E[k];
+            gbar += wd[k] * g[k];
+        }
+        for (int k = 0; k < K; k++) dz[(size_t)t * K + k] = (float)(wd[k] * (g[k] - gbar));
+    }
+    if (logp) *logp = s;
+    return 0;
+}
+
 double mope_rebel_pair_loss(double eta, double lp, double lp_old, double r, double lp2, double lp2_old, double r2,
                             double *dlp) {
     double d = ((lp - lp_old) - (lp2 - lp2_old)) / eta - (r - r2);
@@ -56,9 +85,15 @@ double mope_rebel_kl_prior(const float *w, const float *q, int K, double coef, f
     return kl;
 }
 
-static int check_sample(const mope_rebel_sample *s, int K, int n_ctx, int32_t n_vocab, int i, mope_error *err) {
+static int check_sample(const mope_rebel_sample *s, int K, int n_ctx, int32_t n_vocab, bool geo, int i,
+                        mope_error *err) {
     if (!s->tokens || !s->expert_probs || s->prompt_len < 1 || s->n_resp < 1)
         return mope_error_set(err, MOPE_EINVAL, "rebel: sample %d is empty or has no prompt / response", i);
+    if (geo && !s->expert_logp)
+        return mope_error_set(err, MOPE_EINVAL,
+                              "rebel: sample %d has no recorded distributions, which the geometric rule needs for "
+                              "its normaliser",
+                              i);
     if (s->prompt_len + s->n_resp - 1 > n_ctx)
         return mope_error_set(err, MOPE_ERANGE, "rebel: sample %d needs %d PCM positions; the PCM context is %d", i,
                               s->prompt_len + s->n_resp - 1, n_ctx);
@@ -91,6 +126,8 @@ static int micro(mope_pcm *p, const mope_rebel_pair *pairs, int i0, int nb, int 
                  const mope_rebel_opts *o, bool grad, mope_rebel_stats *st, int32_t **tok, float **w, float **dz,
                  size_t *cap, mope_error *err) {
     const int K = mope_pcm_n_experts(p), B = 2 * nb;
+    const bool geo = mope_pcm_rule(p) == MOPE_MIX_GEOMETRIC;
+    const int32_t V = mope_train_model_config(mope_pcm_trunk(p))->n_vocab;
     int T = 1;
     for (int i = 0; i < nb; i++) {
         const mope_rebel_sample *s[2] = {&pairs[i0 + i].y, &pairs[i0 + i].y2};
@@ -123,8 +160,13 @@ static int micro(mope_pcm *p, const mope_rebel_pair *pairs, int i0, int nb, int 
         int b[2] = {i, nb + i};
         for (int j = 0; j < 2; j++) {
             size_t off = ((size_t)b[j] * T + s[j]->prompt_len - 1) * K;
-            if ((rc = mope_rebel_seq_logp(*w + off, s[j]->expert_probs, s[j]->n_resp, K, &lp[j],
-                                          grad ? *dz + off : NULL, err)))
+            float *d = grad ? *dz + off : NULL;
+            if (geo)
+                rc = mope_rebel_seq_logp_geo(*w + off, s[j]->expert_logp, s[j]->tokens + s[j]->prompt_len,
+                                             s[j]->n_resp, K, V, &lp[j], d, err);
+            else
+                rc = mope_rebel_seq_logp(*w + off, s[j]->expert_probs, s[j]->n_resp, K, &lp[j], d, err);
+            if (rc)
                 return mope_error_prefix(err, "pair %d", i0 + i);
             r[j] = s[j]->reward - (s[j]->truncated ? o->length_penalty : 0.0);
             st->mean_logratio += (lp[j] - s[j]->logp_rollout) / (2.0 * n_total);
@@ -164,16 +206,13 @@ static int run(mope_pcm *p, const mope_rebel_pair *pairs, int n, const mope_rebe
         return mope_error_set(err, MOPE_EINVAL,
                               "rebel: bad options (eta %g, kl %g, prior kl %g, length penalty %g, micro-batch %d)",
                               o->eta, o->kl_coef, o->prior_coef, o->length_penalty, o->micro_batch);
-    if (mope_pcm_rule(p) != MOPE_MIX_LINEAR)
-        return mope_error_set(err, MOPE_EUNSUPPORTED,
-                              "rebel: only the linear mixing rule can be trained from recorded token probabilities "
-                              "(the geometric rule needs the full-vocabulary normaliser)");
+    const bool geo = mope_pcm_rule(p) == MOPE_MIX_GEOMETRIC;
     const mope_train_config *c = mope_train_model_config(mope_pcm_trunk(p));
     const int K = mope_pcm_n_experts(p);
     for (int i = 0; i < n; i++) {
         int rc;
-        if ((rc = check_sample(&pairs[i].y, K, c->n_ctx, c->n_vocab, 2 * i, err)) ||
-            (rc = check_sample(&pairs[i].y2, K, c->n_ctx, c->n_vocab, 2 * i + 1, err)))
+        if ((rc = check_sample(&pairs[i].y, K, c->n_ctx, c->n_vocab, geo, 2 * i, err)) ||
+            (rc = check_sample(&pairs[i].y2, K, c->n_ctx, c->n_vocab, geo, 2 * i + 1, err)))
             return rc;
         st.n_tokens += pairs[i].y.n_resp + pairs[i].y2.n_resp;
     }

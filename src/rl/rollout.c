@@ -11,12 +11,13 @@ void mope_rollout_free(mope_rollout *r) {
     if (!r) return;
     free(r->tokens);
     free(r->expert_probs);
+    mope_free(r->expert_logp);
     memset(r, 0, sizeof *r);
 }
 
 mope_rebel_sample mope_rollout_sample(const mope_rollout *r, double reward) {
     return (mope_rebel_sample){.tokens = r->tokens, .prompt_len = r->prompt_len, .n_resp = r->n_resp,
-                               .expert_probs = r->expert_probs, .logp_rollout = r->logp, .reward = reward,
+                               .expert_probs = r->expert_probs, .expert_logp = r->expert_logp, .logp_rollout = r->logp, .reward = reward,
                                .truncated = r->truncated};
 }
 
@@ -28,10 +29,24 @@ static bool ends_sentence(const mope_tokenizer *tok, int32_t y) {
     return b[len - 1] == '.' || b[len - 1] == '!' || b[len - 1] == '?';
 }
 
+/* Step n_resp's log-distribution of every expert into r->expert_logp. */
+static int record_step(const mope_dist *d, int K, mope_rollout *r, int i, mope_error *err) {
+    const int32_t V = r->n_vocab;
+    for (int k = 0; k < K; k++) {
+        if (d[k].kind != MOPE_DIST_FULL)
+            return mope_error_set(err, MOPE_EUNSUPPORTED,
+                                  "rollout %d: recording distributions needs full experts (expert %d is top-k)", i, k);
+        float *dst = r->expert_logp + ((size_t)r->n_resp * K + k) * V;
+        const float lse = (float)d[k].lse;
+        for (int32_t v = 0; v < V; v++) dst[v] = d[k].logits[v] - lse;
+    }
+    return 0;
+}
+
 /* Prompts of every rollout into the PCM (when there is one) and the experts. */
 static int start_all(mope_pcm_infer *pcm, mope_expert *const *experts, int K, const mope_tokenizer *tok, int n,
-                     const char *const *instr, const char *const *pref, int max_tokens, mope_rollout *out,
-                     mope_error *err) {
+                     const char *const *instr, const char *const *pref, int max_tokens, bool record,
+                     mope_rollout *out, mope_error *err) {
     for (int i = 0; i < n; i++) {
         if (!instr[i] || (pcm && !pref[i]))
             return mope_error_set(err, MOPE_EINVAL, "rollout %d: NULL instruction or preference", i);
@@ -39,6 +54,13 @@ static int start_all(mope_pcm_infer *pcm, mope_expert *const *experts, int K, co
         int np = 0;
         if (pcm && (np = mope_pcm_prompt_tokens(tok, instr[i], pref[i], &pt, err)) < 0) return np;
         out[i].K = K;
+        out[i].n_vocab = experts[0]->n_vocab;
+        if (record &&
+            !(out[i].expert_logp = mope_alloc((size_t)max_tokens * K * (size_t)out[i].n_vocab, sizeof(float)))) {
+            free(pt);
+            return mope_error_set(err, MOPE_ENOMEM, "out of memory recording %d x %d distributions of %d tokens",
+                                  max_tokens, K, (int)out[i].n_vocab);
+        }
         out[i].tokens = malloc(sizeof(int32_t) * (size_t)(np + max_tokens));
         out[i].expert_probs = malloc(sizeof(float) * (size_t)max_tokens * K);
         if (!out[i].tokens || !out[i].expert_probs) {
@@ -64,6 +86,8 @@ static int check_args(mope_expert *const *experts, int K, const mope_tokenizer *
         return mope_error_set(err, MOPE_EINVAL, "rollout: bad arguments");
     for (int s = 0; s < o->n_samplers; s++)
         if (!o->samplers[s]) return mope_error_set(err, MOPE_EINVAL, "rollout: sampler %d is NULL", s);
+    if (o->record_dists && o->min_weight > 0)
+        return mope_error_set(err, MOPE_EINVAL, "rollout: recording distributions needs min_weight 0");
     if (o->explore) {
         if (o->min_weight > 0)
             return mope_error_set(err, MOPE_EINVAL, "rollout: exploration needs min_weight 0 (every expert running)");
@@ -97,7 +121,8 @@ int mope_rollout_generate(mope_pcm_infer *pcm, mope_expert *const *experts, int 
                           const char *const *instructions, const char *const *preferences, mope_sampler *sampler,
                           int max_tokens, mope_rollout *out, mope_error *err) {
     if (!pcm || !sampler || !out || n < 1) return mope_error_set(err, MOPE_EINVAL, "rollout: bad arguments");
-    mope_rollout_opts o = {.pcm = pcm, .samplers = &sampler, .n_samplers = 1, .max_tokens = max_tokens};
+    mope_rollout_opts o = {.pcm = pcm, .samplers = &sampler, .n_samplers = 1, .max_tokens = max_tokens,
+                           .record_dists = mope_pcm_infer_meta(pcm)->rule == MOPE_MIX_GEOMETRIC};
     return mope_rollout_generate_ex(experts, K, tok, n, instructions, preferences, &o, out, err);
 }
 
@@ -145,7 +170,7 @@ int mope_rollout_generate_ex(mope_expert *const *experts, int K, const mope_toke
     for (int i = 0; tail_left && i < n; i++) tail_left[i] = -1;
     if (!d || !probs || !next || !done || !ended || !wrow || !wrun || !run || !fed || !tail_left || !head_over)
         rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
-    if (!rc) rc = start_all(pcm, experts, K, tok, n, instructions, preferences, max_tokens, out, err);
+    if (!rc) rc = start_all(pcm, experts, K, tok, n, instructions, preferences, max_tokens, o->record_dists, out, err);
     for (int t = 0; t < max_tokens && !rc; t++) {
         int active = 0;
         /* phase 1: weights of every active rollout (the first PCM call
@@ -226,6 +251,7 @@ int mope_rollout_generate_ex(mope_expert *const *experts, int K, const mope_toke
                 if (!ru[k]) pk[k] = 0.0f; /* not run: its slot is another row's */
             r->tokens[r->prompt_len + r->n_resp] = y;
             memcpy(r->expert_probs + (size_t)r->n_resp * K, pk, sizeof(float) * (size_t)K);
+            if (o->record_dists && (rc = record_step(d, K, r, i, err))) break;
             r->n_resp++;
             r->logp += lp;
             next[i] = y;

@@ -102,8 +102,21 @@ fails_cleanly "$MOPE" train pcm "${COMMON[@]}" -o "$WORK/x.gguf" --explore 0.5 -
 expect_grep "explore lengths" "explore" "$WORK/fc.err"
 fails_cleanly "$MOPE" train pcm "${COMMON[@]}" -o "$WORK/x.gguf" --prefs "P1A,P9Z"
 expect_grep "names the unknown choice" "P9Z" "$WORK/fc.err"
-fails_cleanly "$MOPE" train pcm "${COMMON[@]}" -o "$WORK/x.gguf" --rule geometric
-expect_grep "geometric is refused" "geometric" "$WORK/fc.err"
+# the geometric rule trains too (its rollouts record the experts' whole distributions)
+"$MOPE" train pcm "${COMMON[@]}" --iterations 2 --rule geometric -o "$WORK/geo.gguf" --log "$WORK/geo.jsonl" \
+  >"$WORK/g.out" 2>"$WORK/g.err" || { echo "FAIL: train pcm --rule geometric" >&2; cat "$WORK/g.err" >&2; exit 1; }
+"$MOPE" info "$WORK/geo.gguf" >"$WORK/ginfo.out" 2>&1
+expect_grep "geometric PCM" 'mope.pcm.rule: str = "geometric"' "$WORK/ginfo.out"
+python3 - "$WORK/geo.jsonl" <<'PY'
+import json, math, sys
+lines = [json.loads(l) for l in open(sys.argv[1])]
+assert [l["iteration"] for l in lines] == [1, 2], lines
+for l in lines:
+    # the first epoch sees the rollout policy itself: loss_before is the
+    # batch's REBEL loss at log-ratio 0, finite and positive
+    assert math.isfinite(l["loss_before"]) and l["loss_before"] >= 0, l
+print("geometric: ok")
+PY
 fails_cleanly "$MOPE" train pcm "${COMMON[@]}" -o "$WORK/x.gguf" --reward-weights 1,2
 expect_grep "weights per dimension" "dimensions" "$WORK/fc.err"
 fails_cleanly "$MOPE" train pcm -o "$WORK/x.gguf"
