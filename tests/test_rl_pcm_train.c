@@ -29,6 +29,7 @@
 #include "mope/pcm_train.h"
 #include "mope/sampler.h"
 #include "mope/tokenizer.h"
+#include "rl/pcm_train_internal.h"
 
 static char dir[512];
 
@@ -672,6 +673,105 @@ static void test_resume_exact(void **state) {
     assert_non_null(strstr(err.msg, "seed"));
 }
 
+/* --pref-paraphrases: the item texts are exactly the compositions of each
+ * choice's own sentence or one of its paraphrases, the own sentence about
+ * half of the time and each paraphrase equally often (400 draws: a wrong
+ * probability, e.g. 1/3 or 2/3, is ~7 standard deviations off); without a
+ * file the text is the combination's and the rng is not touched; bad files
+ * are refused by name; a run trains with them. */
+static void test_paraphrases(void **state) {
+    (void)state;
+    mope_error err = {0};
+    mope_pcm_train_opts o;
+    base_opts(&o, "para.gguf");
+    char pp[700];
+    path_of(pp, sizeof pp, "para.json");
+    write_text("para.json", "{\"P1A\": [\"Be very simple.\", \"Kid words.\"], \"P2A\": [\"Short.\"]}");
+
+    pt_ctx c;
+    memset(&c, 0, sizeof c);
+    c.o = &o;
+    c.b = mope_bundle_load(bundle_path, 0, &err);
+    assert_non_null(c.b);
+    c.n_dim = c.b->n_dimensions;
+    assert_int_equal(mope_pcm_train_parse_prefs(c.b, "P1A,P2A", &c.combo, &c.n_prefs, &err), 0);
+    char *canon = mope_pcm_train_pref_text(c.b, c.combo, &err);
+    assert_non_null(canon);
+    c.pref_text = &canon;
+    mope_rng rng, rng0;
+    mope_rng_seed(&rng, 3);
+    rng0 = rng;
+    char *t = pt_item_text(&c, 0, &rng, &err);
+    assert_string_equal(t, canon);
+    assert_memory_equal(&rng, &rng0, sizeof rng);
+    free(t);
+    assert_int_equal(pt_paraphrases_load(&c, pp, &err), 0);
+    const char *p1a = NULL, *p2a = NULL;
+    for (int ch = 0; ch < c.b->n_choices; ch++) {
+        if (!strcmp(c.b->choices[ch].id, "P1A")) p1a = c.b->choices[ch].text;
+        if (!strcmp(c.b->choices[ch].id, "P2A")) p2a = c.b->choices[ch].text;
+    }
+    const char *first[3] = {p1a, "Be very simple.", "Kid words."}, *second[2] = {p2a, "Short."};
+    int count[3][2] = {{0}};
+    for (int i = 0; i < 400; i++) {
+        t = pt_item_text(&c, 0, &rng, &err);
+        assert_non_null(t);
+        int hit = 0;
+        for (int a = 0; a < 3; a++)
+            for (int b = 0; b < 2; b++) {
+                char want[600];
+                snprintf(want, sizeof want, "%s %s", first[a], second[b]);
+                if (!strcmp(t, want)) {
+                    count[a][b]++;
+                    hit++;
+                }
+            }
+        assert_int_equal(hit, 1);
+        free(t);
+    }
+    int own1 = count[0][0] + count[0][1], own2 = count[0][0] + count[1][0] + count[2][0];
+    int kid = count[2][0] + count[2][1], simple = count[1][0] + count[1][1];
+    printf("paraphrases: own P1A %d / 400, own P2A %d / 400, the two P1A paraphrases %d and %d\n", own1, own2, simple,
+           kid);
+    assert_true(own1 > 160 && own1 < 240 && own2 > 160 && own2 < 240);
+    assert_true(abs(simple - kid) < 70 && simple > 60 && kid > 60);
+    pt_paraphrases_free(&c);
+    free(canon);
+    free(c.combo);
+    mope_bundle_free(c.b);
+
+    /* bad files */
+    const char *bad[][2] = {{"[1, 2]", "JSON object"},
+                            {"{\"P9Z\": [\"x\"]}", "P9Z"},
+                            {"{\"P1A\": []}", "P1A"},
+                            {"{\"P1A\": [\"ok\", 3]}", "sentence 2"},
+                            {"{\"P1A\": [\"a\"], \"P1A\": [\"b\"]}", "once"},
+                            {"{\"P1A\": [\"a\"", "JSON object"}};
+    o.pref_paraphrases = pp;
+    o.iterations = 1;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_text("para.json", bad[i][0]);
+        assert_int_equal(mope_pcm_train_run(&o, NULL, &err), MOPE_EINVAL);
+        assert_non_null(strstr(err.msg, bad[i][1]));
+        assert_non_null(strstr(err.msg, "--pref-paraphrases"));
+    }
+    char missing[700];
+    path_of(missing, sizeof missing, "nowhere.json");
+    o.pref_paraphrases = missing;
+    assert_int_not_equal(mope_pcm_train_run(&o, NULL, &err), 0);
+    assert_non_null(strstr(err.msg, "nowhere.json"));
+
+    /* a run with them */
+    write_text("para.json", "{\"P1A\": [\"Be very simple.\", \"Kid words.\"], \"P2A\": [\"Short.\"]}");
+    o.pref_paraphrases = pp;
+    o.warm_steps = 4;
+    mope_pcm_train_result res;
+    int rc = mope_pcm_train_run(&o, &res, &err);
+    if (rc) fprintf(stderr, "%s\n", err.msg);
+    assert_int_equal(rc, 0);
+    assert_int_equal(res.iterations_done, 1);
+}
+
 /* The geometric rule trains: a new geometric PCM runs an iteration (its
  * rollouts record full distributions) and is saved with its rule. */
 static void test_geometric(void **state) {
@@ -766,6 +866,7 @@ int main(void) {
         cmocka_unit_test(test_warm_start),
         cmocka_unit_test(test_warm_best),
         cmocka_unit_test(test_geometric),
+        cmocka_unit_test(test_paraphrases),
         cmocka_unit_test(test_bad_inputs),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -93,6 +93,10 @@ typedef struct mope_pcm_train_opts {
     const char *bundle;            /* bundle.json (required) */
     const char *prompts;           /* JSONL {"id","prompt"}; NULL: see above */
     const char *prefs;             /* "P1A,P2A,P3A;P1B,P2A,P3A" ; NULL: every combination */
+    const char *pref_paraphrases;  /* JSON {"P1A": ["sentence", ...], ...} or NULL.  With it every item's
+                                      preference text takes, per choice, the choice's own sentence or,
+                                      with probability 1/2, one of its paraphrases drawn at random (from
+                                      the run's rng); the warm start draws the same way from its own */
     const double *reward_weights;  /* one per dimension of the bundle, or NULL (all 1) */
     int n_reward_weights;
     const char *pcm_in;            /* start from this PCM file; NULL: a new one */

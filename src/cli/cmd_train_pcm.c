@@ -27,6 +27,9 @@ static const char *const HELP =
     "                           references of split \"train\")\n"
     "  --prefs LIST             combinations to train, e.g. \"P1A,P2A,P3A;P1B,P2A,P3A\"\n"
     "                           (default: every combination of one choice per dimension)\n"
+    "  --pref-paraphrases FILE  JSON {\"P1A\": [\"sentence\", ...], ...}: each item's\n"
+    "                           preference text then takes, per choice, its own sentence\n"
+    "                           or (probability 1/2) one of these, drawn at random\n"
     "  --reward-weights W,...   one weight per dimension for the utility (default 1 each)\n"
     "  --skip-missing-refs      skip prompts without a reference response (default:\n"
     "                           generate one greedily from the base, once, and cache it)\n"
@@ -174,6 +177,9 @@ int cmd_train_pcm(int argc, char **argv) {
         } else if (OPT(NULL, "--prefs")) {
             if (BAD) goto usage;
             o.prefs = v;
+        } else if (OPT(NULL, "--pref-paraphrases")) {
+            if (BAD) goto usage;
+            o.pref_paraphrases = v;
         } else if (OPT(NULL, "--reward-weights")) {
             if (BAD) goto usage;
             free(weights);

@@ -130,30 +130,46 @@ int mope_pcm_train_parse_prefs(const mope_bundle *b, const char *spec, int **out
     return 0;
 }
 
-static char *join_combo(const mope_bundle *b, const int *combo, int text, mope_error *err) {
+char *pt_join_combo(const mope_bundle *b, const int *combo, const char *sep, pt_pick_fn pick, void *user,
+                    mope_error *err) {
+    /* each pick once (it may draw from an rng), then one allocation */
+    const char **part = malloc(sizeof(char *) * (size_t)(b->n_dimensions > 0 ? b->n_dimensions : 1));
     size_t len = 1;
-    for (int d = 0; d < b->n_dimensions; d++)
-        if (combo[d] >= 0) len += strlen(text ? b->choices[combo[d]].text : b->choices[combo[d]].id) + 1;
-    char *s = malloc(len);
+    int np = 0;
+    for (int d = 0; part && d < b->n_dimensions; d++)
+        if (combo[d] >= 0) {
+            part[np] = pick(b, combo[d], user);
+            len += strlen(part[np++]) + strlen(sep);
+        }
+    char *s = part ? malloc(len) : NULL;
     if (!s) {
+        free(part);
         mope_error_set(err, MOPE_ENOMEM, "out of memory");
         return NULL;
     }
     size_t k = 0;
     s[0] = 0;
-    for (int d = 0; d < b->n_dimensions; d++)
-        if (combo[d] >= 0)
-            k += (size_t)snprintf(s + k, len - k, "%s%s", k ? (text ? " " : "+") : "",
-                                  text ? b->choices[combo[d]].text : b->choices[combo[d]].id);
+    for (int i = 0; i < np; i++) k += (size_t)snprintf(s + k, len - k, "%s%s", i ? sep : "", part[i]);
+    free(part);
     return s;
 }
 
+static const char *pick_id(const mope_bundle *b, int ch, void *user) {
+    (void)user;
+    return b->choices[ch].id;
+}
+
+static const char *pick_text(const mope_bundle *b, int ch, void *user) {
+    (void)user;
+    return b->choices[ch].text;
+}
+
 char *mope_pcm_train_pref_name(const mope_bundle *b, const int *combo, mope_error *err) {
-    return join_combo(b, combo, 0, err);
+    return pt_join_combo(b, combo, "+", pick_id, NULL, err);
 }
 
 char *mope_pcm_train_pref_text(const mope_bundle *b, const int *combo, mope_error *err) {
-    return join_combo(b, combo, 1, err);
+    return pt_join_combo(b, combo, " ", pick_text, NULL, err);
 }
 
 /* ---- JSONL records ---- */
@@ -644,6 +660,7 @@ int pt_setup(pt_ctx *c, mope_error *err) {
     if (!(c->pool = mope_pool_create(c->n_threads, err))) return err ? err->code : MOPE_ENOMEM;
     if (!(c->tok = mope_tokenizer_load(c->b->tokenizer, err))) return mope_error_prefix(err, "bundle tokenizer");
     if (!(c->base = mope_model_load(c->b->base, err))) return mope_error_prefix(err, "bundle base %s", c->b->base);
+    if (o->pref_paraphrases && (rc = pt_paraphrases_load(c, o->pref_paraphrases, err))) return rc;
     if ((rc = load_prompts(c, err))) return rc;
     if ((rc = load_experts(c, err))) return rc;
     return load_rewards(c, err);
@@ -678,6 +695,7 @@ void pt_teardown(pt_ctx *c) {
     }
     free(c->pref_name);
     free(c->pref_text);
+    pt_paraphrases_free(c);
     free(c->combo);
     free(c->dim_w);
     mope_pcm_free(c->pcm);

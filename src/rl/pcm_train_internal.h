@@ -26,6 +26,8 @@ typedef struct pt_ctx {
     int n_prefs, n_dim;
     int *combo;              /* n_prefs x n_dim choice indices (-1: left out) */
     char **pref_name, **pref_text;
+    char ***para;            /* --pref-paraphrases: per choice index, n_para[ch] sentences (NULL: none) */
+    int *n_para;
     /* prompts with their references */
     int n_prompts;
     char **prompt_id, **prompt_text, **ref;
@@ -56,7 +58,22 @@ typedef struct pt_ctx {
     double *ex_util;
 } pt_ctx;
 
+/* pcm_paraphrase.c */
+int pt_paraphrases_load(pt_ctx *c, const char *path, mope_error *err);
+void pt_paraphrases_free(pt_ctx *c);
+/* The preference text of one item of preference p (malloc'd): with
+ * paraphrases, each choice's sentence or, with probability 1/2, one of its
+ * paraphrases, drawn from rng; without, a copy of pref_text[p] (no draws). */
+char *pt_item_text(pt_ctx *c, int p, mope_rng *rng, mope_error *err);
+/* The longest text pt_item_text can give for p (each choice's alternative
+ * with the most tokens), for the context check. */
+char *pt_longest_text(pt_ctx *c, int p, mope_error *err);
+
 /* pcm_train.c */
+/* One string per chosen choice of combo (pick gives it), joined by sep. */
+typedef const char *(*pt_pick_fn)(const mope_bundle *b, int ch, void *user);
+char *pt_join_combo(const mope_bundle *b, const int *combo, const char *sep, pt_pick_fn pick, void *user,
+                    mope_error *err);
 int pt_setup(pt_ctx *c, mope_error *err);
 void pt_teardown(pt_ctx *c);
 /* Response text of a rollout (without its end-of-generation token). */

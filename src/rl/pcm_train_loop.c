@@ -210,17 +210,22 @@ static int iterate(pt_ctx *c, iter_stats *st, cJSON *log, mope_error *err) {
     float *wbuf = NULL;
     float *prior = malloc(sizeof(float) * (size_t)n * K);
     mope_rollout_explore *explore = malloc(sizeof *explore * (size_t)NR);
+    char **itext = calloc((size_t)n, sizeof(char *));
     mope_pcm_infer *pi = NULL;
     memset(st, 0, sizeof *st);
     int rc = item_p && item_f && ins && prf && ro && text && util && rsum && rcount && rc_r && pairs && acc && rp &&
-                     rf && prior && explore
+                     rf && prior && explore && itext
                  ? 0
                  : mope_error_set(err, MOPE_ENOMEM, "out of memory");
     for (int i = 0; !rc && i < n; i++) {
         item_f[i] = (int)((c->iteration * n + i) % c->n_prefs);
         item_p[i] = (int)mope_rng_below(&c->rng, (uint32_t)c->n_prompts);
         ins[2 * i] = ins[2 * i + 1] = c->prompt_text[item_p[i]];
-        prf[2 * i] = prf[2 * i + 1] = c->pref_text[item_f[i]];
+        if (!(itext[i] = pt_item_text(c, item_f[i], &c->rng, err))) {
+            rc = err ? err->code : MOPE_ENOMEM;
+            break;
+        }
+        prf[2 * i] = prf[2 * i + 1] = itext[i];
         explore[2 * i] = explore[2 * i + 1] = (mope_rollout_explore){.expert = -1};
         pt_pref_target(c, item_f[i], prior + (size_t)i * K);
         /* no rng draw when exploration is off: runs stay as they were */
@@ -415,6 +420,8 @@ static int iterate(pt_ctx *c, iter_stats *st, cJSON *log, mope_error *err) {
     free(wbuf);
     free(prior);
     free(explore);
+    for (int i = 0; itext && i < n; i++) free(itext[i]);
+    free(itext);
     return rc ? mope_error_prefix(err, "iteration %lld", (long long)c->iteration + 1) : 0;
 }
 
@@ -503,10 +510,15 @@ static int make_pcm(pt_ctx *c, const char *ckpt, bool *resumed, mope_error *err)
 static int check_lengths(pt_ctx *c, mope_error *err) {
     const int n_ctx = mope_train_model_config(mope_pcm_trunk(c->pcm))->n_ctx, T = c->o->max_tokens;
     int rc = 0;
+    /* with paraphrases: each choice's longest alternative */
+    char **longest = calloc((size_t)c->n_prefs, sizeof(char *));
+    if (!longest) return mope_error_set(err, MOPE_ENOMEM, "out of memory");
+    for (int p = 0; !rc && p < c->n_prefs; p++)
+        if (!(longest[p] = pt_longest_text(c, p, err))) rc = err ? err->code : MOPE_ENOMEM;
     for (int i = 0; !rc && i < c->n_prompts; i++) {
         for (int p = 0; !rc && p < c->n_prefs; p++) {
             int32_t *t = NULL;
-            int n = mope_pcm_prompt_tokens(c->tok, c->prompt_text[i], c->pref_text[p], &t, err);
+            int n = mope_pcm_prompt_tokens(c->tok, c->prompt_text[i], longest[p], &t, err);
             free(t);
             if (n < 0) rc = n;
             else if (n + T > n_ctx)
@@ -532,6 +544,8 @@ static int check_lengths(pt_ctx *c, mope_error *err) {
                                     base_ctx);
         }
     }
+    for (int p = 0; p < c->n_prefs; p++) free(longest[p]);
+    free(longest);
     return rc;
 }
 

@@ -118,9 +118,13 @@ int pt_best_targets(pt_ctx *c, mope_error *err) {
 
 /* One sequence: PCM prompt tokens + reference response tokens, cut to the
  * context.  *n_prompt gets the prompt length; returns the total or < 0. */
-static int warm_sequence(pt_ctx *c, int i, int p, int n_ctx, int32_t **out, int *n_prompt, mope_error *err) {
+static int warm_sequence(pt_ctx *c, int i, int p, int n_ctx, mope_rng *rng, int32_t **out, int *n_prompt,
+                         mope_error *err) {
     int32_t *pt = NULL;
-    int np = mope_pcm_prompt_tokens(c->tok, c->prompt_text[i], c->pref_text[p], &pt, err);
+    char *ptext = pt_item_text(c, p, rng, err);
+    if (!ptext) return err ? err->code : MOPE_ENOMEM;
+    int np = mope_pcm_prompt_tokens(c->tok, c->prompt_text[i], ptext, &pt, err);
+    free(ptext);
     if (np < 0) return np;
     const char *ref = c->ref[i] ? c->ref[i] : "";
     int cap = n_ctx + 8;
@@ -171,7 +175,7 @@ int pt_warm_start(pt_ctx *c, pt_opt_fn opt, mope_error *err) {
             seq[b] = NULL;
             int i = (int)mope_rng_below(&rng, (uint32_t)c->n_prompts);
             pref[b] = (int)mope_rng_below(&rng, (uint32_t)c->n_prefs);
-            int n = warm_sequence(c, i, pref[b], n_ctx, &seq[b], &npr[b], err);
+            int n = warm_sequence(c, i, pref[b], n_ctx, &rng, &seq[b], &npr[b], err);
             if (n < 0) rc = n;
             else if (npr[b] >= n_ctx)
                 rc = mope_error_set(err, MOPE_ERANGE, "warm start: the PCM prompt of %s takes %d tokens (context %d)",
