@@ -130,6 +130,19 @@ static mope_sampler *plain_sampler(uint64_t seed) {
     return smp;
 }
 
+/* REBEL on the pair ro[0], ro[1] under the PCM they were sampled from:
+ * log-ratios ~0, so the loss is the reward gap squared. */
+static void rebel_starts_at_zero(mope_pcm *pcm, const mope_rollout *ro) {
+    mope_error err = {0};
+    mope_rebel_pair pair = {mope_rollout_sample(&ro[0], 0.8), mope_rollout_sample(&ro[1], 0.3)};
+    mope_rebel_opts o;
+    mope_rebel_opts_init(&o);
+    mope_rebel_stats st;
+    assert_int_equal(mope_rebel_eval(pcm, &pair, 1, &o, &st, &err), 0);
+    assert_true(fabs(st.mean_logratio) < 1e-3);
+    assert_true(fabs(st.rebel_loss - 0.25) < 1e-3); /* (0 - (0.8 - 0.3))^2 */
+}
+
 static void test_rollouts_consistent(void **state) {
     (void)state;
     mope_error err = {0};
@@ -171,14 +184,7 @@ static void test_rollouts_consistent(void **state) {
     assert_true(worst_p < 1e-5);
     assert_true(worst_lp < 1e-3);
 
-    /* REBEL on a pair of them: log-ratios start at ~0 */
-    mope_rebel_pair pair = {mope_rollout_sample(&ro[0], 0.8), mope_rollout_sample(&ro[1], 0.3)};
-    mope_rebel_opts o;
-    mope_rebel_opts_init(&o);
-    mope_rebel_stats st;
-    assert_int_equal(mope_rebel_eval(g.pcm, &pair, 1, &o, &st, &err), 0);
-    assert_true(fabs(st.mean_logratio) < 1e-3);
-    assert_true(fabs(st.rebel_loss - 0.25) < 1e-3); /* (0 - (0.8 - 0.3))^2 */
+    rebel_starts_at_zero(g.pcm, ro);
 
     /* mismatched expert count is refused */
     mope_rollout bad[1];
@@ -238,12 +244,7 @@ static void test_rollouts_geometric(void **state) {
     assert_true(worst_sum < 1e-4);
     assert_true(worst_p < 1e-5);
     assert_true(worst_lp < 1e-3);
-    mope_rebel_pair pair = {mope_rollout_sample(&ro[0], 0.8), mope_rollout_sample(&ro[1], 0.3)};
-    mope_rebel_opts o;
-    mope_rebel_opts_init(&o);
-    mope_rebel_stats st;
-    assert_int_equal(mope_rebel_eval(g.pcm, &pair, 1, &o, &st, &err), 0);
-    assert_true(fabs(st.mean_logratio) < 1e-3);
+    rebel_starts_at_zero(g.pcm, ro);
     /* recording needs every expert at every step */
     mope_rollout bad[N];
     mope_rollout_opts ro_o = {.pcm = g.pi, .samplers = &smp, .n_samplers = 1, .max_tokens = MAXT,
