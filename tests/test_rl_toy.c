@@ -131,11 +131,11 @@ static void toy(mope_mix_rule rule) {
             for (int j = 0; j < 2; j++) {
                 int a = s + j, b = s + j + 2;
                 pairs[np].y = (mope_rebel_sample){.tokens = ro.tok[a], .prompt_len = P, .n_resp = L,
-                                                  .expert_probs = ro.pk[a], .expert_logp = ro.lpk[a], .logp_rollout = ro.logp[a],
-                                                  .reward = ro.reward[a]};
+                                                  .expert_probs = ro.pk[a], .expert_logp = ro.lpk[a],
+                                                  .logp_rollout = ro.logp[a], .reward = ro.reward[a]};
                 pairs[np].y2 = (mope_rebel_sample){.tokens = ro.tok[b], .prompt_len = P, .n_resp = L,
-                                                   .expert_probs = ro.pk[b], .expert_logp = ro.lpk[b], .logp_rollout = ro.logp[b],
-                                                   .reward = ro.reward[b]};
+                                                   .expert_probs = ro.pk[b], .expert_logp = ro.lpk[b],
+                                                   .logp_rollout = ro.logp[b], .reward = ro.reward[b]};
                 np++;
             }
         mope_rebel_stats st;
@@ -160,8 +160,8 @@ static void toy(mope_mix_rule rule) {
         for (int t = P - 1; t < P + L - 1; t++) right[ro.pref[s]] += w[((size_t)s * (P + L) + t) * K + ro.pref[s]];
     right[0] /= (NS / 2) * L;
     right[1] /= (NS / 2) * L;
-    printf("toy (%s): weight on the right expert %.3f -> A %.3f, B %.3f after %d iterations\n", mope_mix_rule_name(rule), first, right[0], right[1],
-           it);
+    printf("toy (%s): weight on the right expert %.3f -> A %.3f, B %.3f after %d iterations\n",
+           mope_mix_rule_name(rule), first, right[0], right[1], it);
     assert_true(fabs(first - 0.5) < 1e-6);
     assert_true(right[0] > 0.9);
     assert_true(right[1] > 0.9);

@@ -36,7 +36,8 @@ int mope_rebel_seq_logp_geo(const float *w, const float *lpk, const int32_t *y, 
     for (int t = 0; t < L; t++) {
         const float *wt = w + (size_t)t * K, *lt = lpk + (size_t)t * K * V;
         const float *rows[MOPE_PCM_MAX_K] = {0};
-        double shift[MOPE_PCM_MAX_K] = {0}, wd[MOPE_PCM_MAX_K] = {0}, E[MOPE_PCM_MAX_K] = {0}, sy = 0, g[MOPE_PCM_MAX_K], gbar = 0;
+        double shift[MOPE_PCM_MAX_K] = {0}, wd[MOPE_PCM_MAX_K] = {0}, E[MOPE_PCM_MAX_K] = {0};
+        double sy = 0, g[MOPE_PCM_MAX_K], gbar = 0;
         for (int k = 0; k < K; k++) {
             rows[k] = lt + (size_t)k * V;
             wd[k] = wt[k];
@@ -45,7 +46,8 @@ int mope_rebel_seq_logp_geo(const float *w, const float *lpk, const int32_t *y, 
         double lz = mope_mix_geo_moments(rows, shift, wd, K, V, E);
         if (!isfinite(lz) || !isfinite(sy))
             return mope_error_set(err, MOPE_ERANGE,
-                                  "rebel: token %d: a recorded log-probability is not finite (or the token has no mass)",
+                                  "rebel: token %d: a recorded log-probability is not finite "
+                                  "(or the token has no mass)",
                                   t);
         s += sy - lz;
         if (!dz) continue;

@@ -17,8 +17,8 @@ void mope_rollout_free(mope_rollout *r) {
 
 mope_rebel_sample mope_rollout_sample(const mope_rollout *r, double reward) {
     return (mope_rebel_sample){.tokens = r->tokens, .prompt_len = r->prompt_len, .n_resp = r->n_resp,
-                               .expert_probs = r->expert_probs, .expert_logp = r->expert_logp, .logp_rollout = r->logp, .reward = reward,
-                               .truncated = r->truncated};
+                               .expert_probs = r->expert_probs, .expert_logp = r->expert_logp,
+                               .logp_rollout = r->logp, .reward = reward, .truncated = r->truncated};
 }
 
 /* The token's bytes end with '.', '!' or '?'. */
