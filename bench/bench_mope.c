@@ -5,7 +5,7 @@
  *
  *   bench_mope --bundle B [--threads N] [--tokens N] [--prompts N]
  *              [--pcm-dim D] [--rounds R] [--batch N] [--pref P1A,P2B,P3A]
- *              [--seed S] [--gemm-min-rows N] [--only METHOD]
+ *              [--seed S] [--gemm-min-rows N] [--only METHOD] [--min-weight W]
  *
  * The bundle is loaded once into one runner (mope/method.h), so every method
  * runs through the same code path the CLI and the evaluation use.  A bundle
@@ -27,6 +27,8 @@
  * --gemm-min-rows N (exploration; 0 = the engine's default by weight type)
  * makes the base model (shared by base and every adapter expert) use sgemm
  * from N rows per forward instead of the quantised row kernels.
+ * --min-weight W: mope_gen_opts.min_weight (default 0.01, as mope generate
+ * and mope eval): an expert the PCM weighs under W at a step is not run for it.
  * --only METHOD (base, mope, uniform or expert) runs just that method, for
  * profiling one method's step (the ratios are then meaningless).
  * The last lines (RESULT ...) gather the figures. */
@@ -76,6 +78,7 @@ enum { MODE_SINGLE, MODE_BATCH, N_MODES };
 typedef struct opts {
     const char *bundle;
     int threads, tokens, prompts, pcm_dim, rounds, batch, gemm_min_rows;
+    double min_weight;
     const char *pref;
     const char *only; /* --only: run just this method (profiling; no ratios) */
     uint64_t seed;
@@ -99,7 +102,7 @@ static double cpu_s(void) {
 static void usage(void) {
     fprintf(stderr, "usage: bench_mope --bundle B [--threads N] [--tokens N] [--prompts N] [--pcm-dim D]\n"
                     "                  [--rounds R] [--batch N] [--pref P1A,P2B,P3A] [--seed S]\n"
-                    "                  [--gemm-min-rows N] [--only METHOD]\n");
+                    "                  [--gemm-min-rows N] [--only METHOD] [--min-weight W]\n");
 }
 
 static int parse_int(const char *name, const char *s, int lo, int hi, int *out) {
@@ -115,7 +118,7 @@ static int parse_int(const char *name, const char *s, int lo, int hi, int *out) 
 
 static int parse_args(int argc, char **argv, opts *o) {
     *o = (opts){.threads = 1, .tokens = 64, .prompts = 8, .pcm_dim = 64, .rounds = 3, .batch = 8,
-                .pref = "P1A,P2B,P3A", .seed = 42};
+                .pref = "P1A,P2B,P3A", .seed = 42, .min_weight = 0.01};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
@@ -138,7 +141,14 @@ static int parse_args(int argc, char **argv, opts *o) {
         else if (!strcmp(a, "--rounds")) rc = parse_int(a, v, 1, 64, &o->rounds);
         else if (!strcmp(a, "--batch")) rc = parse_int(a, v, 1, 256, &o->batch);
         else if (!strcmp(a, "--gemm-min-rows")) rc = parse_int(a, v, 0, 1 << 20, &o->gemm_min_rows);
-        else if (!strcmp(a, "--seed")) {
+        else if (!strcmp(a, "--min-weight")) {
+            char *end;
+            o->min_weight = strtod(v, &end);
+            if (!*v || *end || !(o->min_weight >= 0 && o->min_weight < 1)) {
+                fprintf(stderr, "bench_mope: --min-weight wants a number in [0, 1), got \"%s\"\n", v);
+                rc = -1;
+            }
+        } else if (!strcmp(a, "--seed")) {
             int s;
             rc = parse_int(a, v, 0, INT_MAX, &s);
             o->seed = (uint64_t)s;
@@ -221,6 +231,7 @@ static int run_once(mope_runner *r, const mope_method *m, const opts *o, int mod
     mope_gen_opts_init(&g);
     g.max_tokens = o->tokens;
     g.sampler.seed = o->seed;
+    g.min_weight = (float)o->min_weight;
     int n = o->prompts;
     mope_method_result *res = calloc((size_t)n, sizeof *res);
     if (!res) return mope_error_set(err, MOPE_ENOMEM, "out of memory");
@@ -380,8 +391,9 @@ int main(int argc, char **argv) {
         }
     printf("methods: base (plain instruction), mope (PCM weights over the PCM's experts), uniform (equal weights "
            "over the experts of %s), expert (%s alone); pref %s; %d prompts; at most %d tokens each; sampler seed %llu; %d threads; "
-           "batch mode: %d prompts in batches of %d; %d rounds\n",
-           o.pref, expert_method, o.pref, o.prompts, o.tokens, (unsigned long long)o.seed, o.threads, o.prompts, o.batch, o.rounds);
+           "batch mode: %d prompts in batches of %d; %d rounds; min weight %g\n",
+           o.pref, expert_method, o.pref, o.prompts, o.tokens, (unsigned long long)o.seed, o.threads, o.prompts, o.batch, o.rounds,
+           o.min_weight);
     fflush(stdout);
     cell cells[N_MODES][N_METHODS];
     memset(cells, 0, sizeof cells);

@@ -282,6 +282,7 @@ static void reference_mix(const fx *f, int a, int b, bool geometric, const mope_
 static mope_gen_opts gen_opts(bool greedy) {
     mope_gen_opts g;
     mope_gen_opts_init(&g);
+    g.want_logp = true;
     g.max_tokens = MAXT;
     g.sampler.seed = 1234;
     if (greedy) g.sampler.temp = 0;
@@ -449,6 +450,15 @@ static void test_uniform_two_experts(void **state) {
         assert_int_equal(res.K, 2);
         assert_string_equal(res.names[0], "P1B");
         assert_string_equal(res.names[1], "P2A");
+        assert_true(isfinite(res.logp) && res.logp < 0);
+        /* without want_logp: the same tokens, no log-probability */
+        mope_gen_opts g2 = g;
+        g2.want_logp = false;
+        mope_method_result nolp;
+        run(f->r_nopcm, geo ? "uniform-geo" : "uniform", "P1B,P2A", &g2, &nolp);
+        assert_same(&nolp, &ref, "no logp");
+        assert_true(nolp.logp == 0);
+        mope_method_result_free(&nolp);
         mope_method_result_free(&res);
         /* the mixture is neither expert alone */
         reference(f, 1, TEXTS[1], PROMPT, &g.sampler, &one);

@@ -484,6 +484,12 @@ static void test_bad_input(void **state) {
         assert_int_equal(mope_mix_token_probs(d2, 2, 3, w01, MOPE_MIX_LINEAR, pk, NULL, &lpm, &err), 0);
         assert_true(pk[0] == 0.0f);
         assert_true(fabs(lpm - (good[3] - log(z))) < 1e-6);
+        /* the experts' probabilities alone, weights given: the same, no log p */
+        float pk2[2] = {-1, -1};
+        assert_int_equal(mope_mix_token_probs(d2, 2, 3, w01, MOPE_MIX_GEOMETRIC, pk2, NULL, NULL, &err), 0);
+        assert_true(pk2[0] == 0.0f && fabs(pk2[1] - exp(good[3]) / z) < 1e-6);
+        /* without weights every dist must be set */
+        assert_int_equal(mope_mix_token_probs(d2, 2, 3, NULL, MOPE_MIX_GEOMETRIC, pk2, NULL, NULL, &err), MOPE_EINVAL);
         mope_dist_free(&d2[1]);
     }
     const float wneg[2] = {-0.1f, 1.1f}, wnan[2] = {NAN, 1}, wzero[2] = {0, 0};

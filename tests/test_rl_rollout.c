@@ -322,6 +322,52 @@ static void test_min_weight_skips_and_catches_up(void **state) {
     rig_close(&g);
 }
 
+/* An expert under min_weight from the first token on is never prefilled: a
+ * group evaluates every queued row of every member, so a prompt queued at
+ * the start would cost its rows even if the expert never ran.  Fixed
+ * weights 1 / 0 over a group of two, one token: the only forward call holds
+ * expert 0's prompt alone. */
+static void test_unweighted_expert_not_prefilled(void **state) {
+    (void)state;
+    mope_error err = {0};
+    rig g;
+    rig_open(&g, "np", 1);
+    mope_expert_config c[K];
+    for (int k = 0; k < K; k++) {
+        mope_expert_config_init(&c[k]);
+        c[k].preference = PREFS[k];
+        c[k].n_ctx = 128;
+    }
+    mope_expert_group *grp = mope_expert_group_new(g.m, c, K, &err);
+    assert_non_null(grp);
+    mope_expert *ex[K] = {mope_expert_group_member(grp, 0), mope_expert_group_member(grp, 1)};
+    const char *instr[1] = {"What is a glacier?"};
+    int32_t *pt = NULL;
+    int np0 = mope_expert_prompt_tokens(ex[0], instr[0], &pt, &err);
+    free(pt);
+    int np1 = mope_expert_prompt_tokens(ex[1], instr[0], &pt, &err);
+    free(pt);
+    assert_true(np0 > 0 && np1 > 0);
+    mope_sampler *smp = plain_sampler(5);
+    const float w[K] = {1.0f, 0.0f};
+    for (int mw = 0; mw < 2; mw++) {
+        mope_rollout ro;
+        mope_rollout_opts o = {.weights = w, .samplers = &smp, .n_samplers = 1, .max_tokens = 1,
+                               .min_weight = mw ? 0.01f : 0.0f};
+        int64_t f0 = mope_expert_group_n_forward(grp);
+        assert_int_equal(mope_rollout_generate_ex(ex, K, g.tok, 1, instr, NULL, &o, &ro, &err), 0);
+        assert_int_equal(ro.n_resp, 1);
+        assert_int_equal(mope_expert_group_n_forward(grp) - f0, 1);
+        /* exact mode runs (and so prefills) every expert */
+        assert_int_equal(mope_expert_group_last_rows(grp), mw ? np0 : np0 + np1);
+        mope_rollout_free(&ro);
+        for (int k = 0; k < K; k++) mope_expert_reset(ex[k], 0);
+    }
+    mope_sampler_free(smp);
+    mope_expert_group_free(grp);
+    rig_close(&g);
+}
+
 /* ---- exploration ----
  * Two scripted experts (no model): at response position t, expert e puts
  * logit SPIKE on script_e[t] (end of generation past the script) and 0 on
@@ -467,6 +513,7 @@ int main(void) {
         cmocka_unit_test(test_rollouts_consistent),
         cmocka_unit_test(test_rollouts_geometric),
         cmocka_unit_test(test_min_weight_skips_and_catches_up),
+        cmocka_unit_test(test_unweighted_expert_not_prefilled),
         cmocka_unit_test(test_explore_steers_head_and_tail),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

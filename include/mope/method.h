@@ -140,6 +140,8 @@ typedef struct mope_gen_opts {
     float min_weight;            /* an expert under this weight at a step is not run for it (the others'
                                     weights renormalised; the mixture moves by at most the skipped weight
                                     in total variation): see mope_rollout_opts.  0: exact; default 0.01 */
+    bool want_logp;              /* fill mope_method_result.logp (default false: for the geometric rule it
+                                    costs a pass over the vocabulary per token) */
 } mope_gen_opts;
 
 void mope_gen_opts_init(mope_gen_opts *o);
@@ -168,7 +170,8 @@ typedef struct mope_method_result {
     int n_tokens;
     bool eog;                /* ended by an end-of-generation token */
     bool truncated;          /* hit max_tokens (or the context) first */
-    double logp;             /* log-probability of the tokens under the untempered mixture */
+    double logp;             /* log-probability of the tokens under the untempered mixture (0 unless
+                                mope_gen_opts.want_logp) */
     int K;
     char **names;            /* K source names (as in mope_method_token) */
     float *mean_weights;     /* K weights averaged over the response tokens */

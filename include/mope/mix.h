@@ -115,7 +115,8 @@ int mope_mix_step(const mope_dist *d, int K, const float *w, mope_mix_rule rule,
 /* For a token y: the K experts' probabilities pi_k(y) into probs[K] and
  * their log-probabilities into logprobs[K] (either may be NULL; these are
  * what REBEL records per sampled token), and the mixture's log p(y) under
- * rule with weights w into *logp_mix (may be NULL; then w may be NULL too).
+ * rule with weights w into *logp_mix (may be NULL; then w may be NULL too:
+ * without w every dist must be set, with w only the weighted ones).
  * For the geometric rule log p(y) includes the normaliser log Z (a pass
  * over the vocabulary, or over the listed tokens when every dist is TOPK).
  * *logp_mix may be -inf (y has no mass under the mixture). */

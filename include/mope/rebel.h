@@ -224,6 +224,9 @@ typedef struct mope_rollout_opts {
                                      (expert_logp; what REBEL needs for the geometric rule):
                                      max_tokens x K x n_vocab floats per rollout.  Needs
                                      min_weight 0 and full (not top-k) experts. */
+    bool skip_logp;               /* leave mope_rollout.logp at 0 (REBEL needs it; generation mostly
+                                     does not, and for the geometric rule it costs a pass over the
+                                     vocabulary per token) */
 } mope_rollout_opts;
 
 int mope_rollout_generate_ex(mope_expert *const *experts, int K, const mope_tokenizer *tok, int n,

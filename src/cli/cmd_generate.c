@@ -367,6 +367,7 @@ static int generate_bundle(const gen_opts *o) {
     g.max_tokens = (int)o->n_predict;
     g.topk = (int)o->topk;
     if (o->have_min_weight) g.min_weight = (float)o->min_weight;
+    g.want_logp = o->json; /* the JSON summary reports it */
     mope_sampler *probe = mope_sampler_new(&g.sampler, &err);
     if (!probe) return cli_usage_error(cmd, "%s", err.msg);
     mope_sampler_free(probe);

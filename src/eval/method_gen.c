@@ -337,7 +337,7 @@ static int run_batch(mope_runner *r, plan *p, const mope_pref *pf, int row0, int
     if (!rc) {
         mope_rollout_opts o = {.pcm = p->use_pcm ? r->pcm : NULL, .weights = p->w, .rule = p->rule,
                                .samplers = smp, .n_samplers = n, .max_tokens = max_tokens, .min_weight = go->min_weight,
-                               .on_token = on_token,
+                               .skip_logp = !go->want_logp, .on_token = on_token,
                                .user = &g};
         rc = mope_rollout_generate_ex(p->src, p->K, r->tok, n, (const char *const *)instr, prefs, &o, ro, err);
     }

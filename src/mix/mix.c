@@ -418,7 +418,7 @@ int mope_mix_token_probs(const mope_dist *d, int K, int32_t y, const float *w, m
                          float *logprobs, double *logp_mix, mope_error *err) {
     term t[MOPE_MIX_MAX_K];
     int n = 0;
-    if (logp_mix) {
+    if (logp_mix || w) {
         n = prepare(d, K, w, t, err);
         if (n < 0) return n;
     } else {
@@ -429,7 +429,7 @@ int mope_mix_token_probs(const mope_dist *d, int K, int32_t y, const float *w, m
                 return mope_error_set(err, MOPE_EINVAL, "mix: distribution of expert %d is unset or of another vocab",
                                       k);
     }
-    int rc = check_token(logp_mix ? t[0].d : d, y, err);
+    int rc = check_token(logp_mix || w ? t[0].d : d, y, err);
     if (rc < 0) return rc;
     for (int k = 0; k < K; k++) {
         /* an unset distribution (weight 0, see prepare) has no probabilities */

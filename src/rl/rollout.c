@@ -43,7 +43,11 @@ static int record_step(const mope_dist *d, int K, mope_rollout *r, int i, mope_e
     return 0;
 }
 
-/* Prompts of every rollout into the PCM (when there is one) and the experts. */
+/* Prompts of every rollout into the PCM (when there is one).  An expert's
+ * prompt is queued when the expert first runs for the rollout (the phase 1
+ * of mope_rollout_generate_ex): one under min_weight from the first token on
+ * is never prefilled, since a group evaluates every queued row of every
+ * member. */
 static int start_all(mope_pcm_infer *pcm, mope_expert *const *experts, int K, const mope_tokenizer *tok, int n,
                      const char *const *instr, const char *const *pref, int max_tokens, bool record,
                      mope_rollout *out, mope_error *err) {
@@ -72,9 +76,6 @@ static int start_all(mope_pcm_infer *pcm, mope_expert *const *experts, int K, co
         int rc = pcm ? mope_pcm_infer_start(pcm, i, pt, np, err) : 0;
         free(pt);
         if (rc) return mope_error_prefix(err, "rollout %d: PCM prompt", i);
-        for (int k = 0; k < K; k++)
-            if ((rc = mope_expert_start(experts[k], i, instr[i], err)))
-                return mope_error_prefix(err, "rollout %d: expert %s", i, mope_expert_name(experts[k]));
     }
     return 0;
 }
@@ -163,12 +164,14 @@ int mope_rollout_generate_ex(mope_expert *const *experts, int K, const mope_toke
      * before an expert is asked for its next distribution, so a skipped
      * expert catches up in one batched call when it is needed again) */
     int *fed = calloc((size_t)n * K, sizeof(int));
+    bool *started = calloc((size_t)n * K, sizeof(bool)); /* expert k's prompt queued for row i */
     /* exploration: tail tokens left to draw from the steering expert (-1:
      * the tail has not started), and whether the opening has ended */
     int *tail_left = malloc(sizeof(int) * (size_t)n);
     bool *head_over = calloc((size_t)n, sizeof *head_over);
     for (int i = 0; tail_left && i < n; i++) tail_left[i] = -1;
-    if (!d || !probs || !next || !done || !ended || !wrow || !wrun || !run || !fed || !tail_left || !head_over)
+    if (!d || !probs || !next || !done || !ended || !wrow || !wrun || !run || !fed || !started || !tail_left ||
+        !head_over)
         rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
     if (!rc) rc = start_all(pcm, experts, K, tok, n, instructions, preferences, max_tokens, o->record_dists, out, err);
     for (int t = 0; t < max_tokens && !rc; t++) {
@@ -196,6 +199,14 @@ int mope_rollout_generate_ex(mope_expert *const *experts, int K, const mope_toke
             const mope_rollout *r = &out[i];
             for (int k = 0; k < K && !rc; k++) {
                 int *f = &fed[(size_t)i * K + k];
+                bool *st = &started[(size_t)i * K + k];
+                if (ru[k] && !*st) {
+                    if ((rc = mope_expert_start(experts[k], i, instructions[i], err))) {
+                        mope_error_prefix(err, "rollout %d: expert %s", i, mope_expert_name(experts[k]));
+                        break;
+                    }
+                    *st = true;
+                }
                 if (ru[k] && *f < r->n_resp) {
                     rc = mope_expert_feed(experts[k], i, r->tokens + r->prompt_len + *f, r->n_resp - *f, err);
                     *f = r->n_resp;
@@ -240,8 +251,8 @@ int mope_rollout_generate_ex(mope_expert *const *experts, int K, const mope_toke
                 rc = y;
                 break;
             }
-            double lp;
-            if ((rc = mope_mix_token_probs(d, K, y, wr, rule, pk, NULL, &lp, err))) break;
+            double lp = 0;
+            if ((rc = mope_mix_token_probs(d, K, y, wr, rule, pk, NULL, o->skip_logp ? NULL : &lp, err))) break;
             if (!isfinite(lp)) {
                 rc = mope_error_set(err, MOPE_ESTATE, "rollout %d: sampled token %d has no mass under the mixture", i,
                                     (int)y);
@@ -290,6 +301,7 @@ int mope_rollout_generate_ex(mope_expert *const *experts, int K, const mope_toke
     free(wrun);
     free(run);
     free(fed);
+    free(started);
     free(tail_left);
     free(head_over);
     return rc ? mope_error_prefix(err, "rollout") : 0;
