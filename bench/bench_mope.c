@@ -29,6 +29,9 @@
  * from N rows per forward instead of the quantised row kernels.
  * --min-weight W: mope_gen_opts.min_weight (default 0.01, as mope generate
  * and mope eval): an expert the PCM weighs under W at a step is not run for it.
+ * "base-model rows / token" counts every row run through the shared base
+ * model (each adapter expert's rows, prefill included; not the PCM's) per
+ * generated token: ~1 for the base, one per expert the PCM runs for mope.
  * --only METHOD (base, mope, uniform or expert) runs just that method, for
  * profiling one method's step (the ratios are then meaningless).
  * The last lines (RESULT ...) gather the figures. */
@@ -89,6 +92,7 @@ typedef struct cell {
     long tokens, responses;
     double dec_wall;       /* from each call's first sampled token to its end */
     long dec_tokens;       /* tokens sampled after the first of each row */
+    long rows;             /* rows through the base model (every adapter expert's, prefill included) */
     double best_tps;       /* best single round */
     double round_tps[64];  /* per round, for the per-round ratios */
 } cell;
@@ -237,6 +241,7 @@ static int run_once(mope_runner *r, const mope_method *m, const opts *o, int mod
     if (!res) return mope_error_set(err, MOPE_ENOMEM, "out of memory");
     const char *pref = m->kind == MOPE_METHOD_BASE || m->kind == MOPE_METHOD_EXPERT ? NULL : o->pref;
     double w0 = mope_time_s(), c0 = cpu_s(), dec_wall = 0;
+    int64_t rows0 = r->base ? mope_model_rows_run(r->base) : 0;
     int rc = 0;
     if (mode == MODE_SINGLE) {
         for (int i = 0; i < n && !rc; i++) {
@@ -264,6 +269,7 @@ static int run_once(mope_runner *r, const mope_method *m, const opts *o, int mod
     c->responses += n;
     c->dec_wall += dec_wall;
     c->dec_tokens += dec_toks;
+    c->rows += (long)((r->base ? mope_model_rows_run(r->base) : 0) - rows0);
     double tps = wall > 0 ? (double)toks / wall : 0;
     c->round_tps[round] = tps;
     if (tps > c->best_tps) c->best_tps = tps;
@@ -275,8 +281,8 @@ static double dec_tps_of(const cell *c) { return c->dec_wall > 0 ? (double)c->de
 
 static void print_table(const opts *o, cell cells[N_MODES][N_METHODS], const char *const *names) {
     printf("\n| mode | method | responses | mean tokens | tok/s | best round tok/s | tok/CPU-s | ratio to base | "
-           "per-round ratios (min-max) | decode tok/s (no prefill) | decode ratio |\n"
-           "|---|---|---|---|---|---|---|---|---|---|---|\n");
+           "per-round ratios (min-max) | decode tok/s (no prefill) | decode ratio | base-model rows / token |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (int md = 0; md < N_MODES; md++) {
         const cell *base = &cells[md][M_BASE];
         for (int m = 0; m < N_METHODS; m++) {
@@ -291,10 +297,12 @@ static void print_table(const opts *o, cell cells[N_MODES][N_METHODS], const cha
             if (md == MODE_SINGLE) snprintf(mode, sizeof mode, "1 prompt");
             else if (o->batch >= o->prompts) snprintf(mode, sizeof mode, "batch %d", o->prompts);
             else snprintf(mode, sizeof mode, "%d in batches of %d", o->prompts, o->batch);
-            printf("| %s | %s | %ld | %.1f | %.1f | %.1f | %.1f | %.2fx | %.2f-%.2f | %.1f | %.2fx |\n", mode, names[m],
-                   c->responses, c->responses ? (double)c->tokens / (double)c->responses : 0, tps_of(c), c->best_tps,
-                   c->cpu > 0 ? (double)c->tokens / c->cpu : 0, tps_of(base) > 0 ? tps_of(c) / tps_of(base) : 0, lo,
-                   hi, dec_tps_of(c), dec_tps_of(base) > 0 ? dec_tps_of(c) / dec_tps_of(base) : 0);
+            printf("| %s | %s | %ld | %.1f | %.1f | %.1f | %.1f | %.2fx | %.2f-%.2f | %.1f | %.2fx | %.2f |\n", mode,
+                   names[m], c->responses, c->responses ? (double)c->tokens / (double)c->responses : 0, tps_of(c),
+                   c->best_tps, c->cpu > 0 ? (double)c->tokens / c->cpu : 0,
+                   tps_of(base) > 0 ? tps_of(c) / tps_of(base) : 0, lo, hi, dec_tps_of(c),
+                   dec_tps_of(base) > 0 ? dec_tps_of(c) / dec_tps_of(base) : 0,
+                   c->tokens ? (double)c->rows / (double)c->tokens : 0);
         }
     }
     /* ratios need the base's run; --only leaves them out rather than print inf */
@@ -307,6 +315,10 @@ static void print_table(const opts *o, cell cells[N_MODES][N_METHODS], const cha
             printf(" mope/base=%.3f uniform/base=%.3f expert/base=%.3f decode_mope/base=%.3f",
                    tps_of(&cells[md][M_MOPE]) / tps_of(b), tps_of(&cells[md][M_UNIFORM]) / tps_of(b),
                    tps_of(&cells[md][M_EXPERT]) / tps_of(b), dec_tps_of(&cells[md][M_MOPE]) / dec_tps_of(b));
+        const cell *mc = &cells[md][M_MOPE];
+        if (b->tokens && mc->tokens)
+            printf(" rows/token: base=%.2f mope=%.2f", (double)b->rows / (double)b->tokens,
+                   (double)mc->rows / (double)mc->tokens);
         printf("\n");
     }
 }

@@ -141,8 +141,11 @@ static void check_vs_ref(const mope_hparams *hp, mope_type wtype, double tol_dec
     float *dec = malloc(sizeof(float) * nl), *pre = malloc(sizeof(float) * nl);
     mope_kv *kv = mope_kv_new(m, 2, 32, &err);
     assert_non_null(kv);
+    assert_int_equal(mope_model_rows_run(m), 0);
     run_seq(m, kv, 0, tokens, N, true, dec, NULL);
+    assert_int_equal(mope_model_rows_run(m), N); /* N one-row calls */
     run_seq(m, kv, 1, tokens, N, false, pre, NULL);
+    assert_int_equal(mope_model_rows_run(m), 2 * N); /* and one N-row call */
     double ed = rel_err(dec, ref, nl), edq = rel_err(dec, refq, nl), ep = rel_err(pre, ref, nl);
     printf("  %-26s %-5s decode rel err %.1e (tol %.0e; vs rounded-activation ref %.1e), prefill %.1e (tol %.0e)\n",
            tag, mope_type_name(wtype), ed, tol_decode, edq, ep, tol_prefill);

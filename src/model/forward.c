@@ -241,6 +241,7 @@ int mope_model_forward_ex(mope_model *m, mope_kv *kv, const mope_row *rows, int 
         run_rows(&c, pool);
     }
     for (int r = 0; r < n_rows; r++) kv->len[rows[r].seq] = kv->next[rows[r].seq];
+    m->rows_run += n_rows;
 
     if (n_want == 0) return 0;
     /* only the rows that want output go through output_norm and the output matrix */

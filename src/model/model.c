@@ -388,3 +388,5 @@ size_t mope_model_weight_bytes(const mope_model *m) {
 }
 
 void mope_model_set_gemm_min_rows(mope_model *m, int min_rows) { m->gemm_min_rows = min_rows < 0 ? 0 : min_rows; }
+
+int64_t mope_model_rows_run(const mope_model *m) { return m ? m->rows_run : 0; }

@@ -45,6 +45,7 @@ struct mope_model {
     mope_layer *layers;
     double *inv_freq;    /* n_rot/2 RoPE frequencies (times freq_scale) */
     int gemm_min_rows;   /* > 0: batches of at least this many rows use sgemm; 0: by type */
+    int64_t rows_run;    /* rows through forward since load (mope_model_rows_run) */
     mope_scratch s;
     struct mope_lora_set *lora; /* attached LoRA adapters (src/model/lora_attach.c); NULL = none */
 };
@@ -77,5 +78,9 @@ void mope_scratch_free(mope_scratch *s);
 /* Tests force the matmul path: rows >= min_rows use sgemm (0 = the
  * per-type default). */
 void mope_model_set_gemm_min_rows(mope_model *m, int min_rows);
+
+/* Rows run through the forward pass since load, prefill and decode, every
+ * adapter's alike: what bench_mope divides by the tokens generated. */
+int64_t mope_model_rows_run(const mope_model *m);
 
 #endif
