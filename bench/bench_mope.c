@@ -404,8 +404,8 @@ int main(int argc, char **argv) {
     printf("methods: base (plain instruction), mope (PCM weights over the PCM's experts), uniform (equal weights "
            "over the experts of %s), expert (%s alone); pref %s; %d prompts; at most %d tokens each; sampler seed %llu; %d threads; "
            "batch mode: %d prompts in batches of %d; %d rounds; min weight %g\n",
-           o.pref, expert_method, o.pref, o.prompts, o.tokens, (unsigned long long)o.seed, o.threads, o.prompts, o.batch, o.rounds,
-           o.min_weight);
+           o.pref, expert_method, o.pref, o.prompts, o.tokens, (unsigned long long)o.seed, o.threads, o.prompts,
+           o.batch, o.rounds, o.min_weight);
     fflush(stdout);
     cell cells[N_MODES][N_METHODS];
     memset(cells, 0, sizeof cells);
