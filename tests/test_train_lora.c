@@ -395,33 +395,6 @@ static void test_init_identity(void **state) {
 
 /* ---- training: base untouched, loss falls ---- */
 
-enum { FV = 32, FB = 4, FT = 16 };
-
-static void ft_batch(int32_t *tok, int32_t *tgt) {
-    /* four sequences walking one cycle of 8 of the 32 tokens from different
-     * starts: the next token is a function of the current one */
-    static const int cyc[8] = {3, 17, 8, 29, 12, 21, 5, 26};
-    for (int b = 0; b < FB; b++)
-        for (int t = 0; t <= FT; t++) {
-            int v = cyc[(2 * b + 1 + t) % 8];
-            if (t < FT) tok[b * FT + t] = v;
-            if (t > 0) tgt[b * FT + t - 1] = v;
-        }
-}
-
-static mope_train_config ft_config(void) {
-    mope_train_config c;
-    mope_train_config_init(&c);
-    c.n_vocab = FV;
-    c.n_embd = 32;
-    c.n_layer = 2;
-    c.n_head = 4;
-    c.n_head_kv = 2;
-    c.n_ff = 64;
-    c.n_ctx = FT;
-    c.tied_output = false; /* so the head can be adapted too */
-    return c;
-}
 
 static void test_finetune(void **state) {
     (void)state;

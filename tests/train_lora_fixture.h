@@ -49,4 +49,33 @@ static inline mope_train_model *lora_model(const mope_train_config *c, int rank,
     return m;
 }
 
+/* Fine-tuning runs: a larger untied model and a batch of four sequences
+ * that each walk one cycle of 8 of the 32 tokens from different starts, so
+ * the next token is a function of the current one (a loss that can fall). */
+enum { FV = 32, FB = 4, FT = 16 };
+
+static inline void ft_batch(int32_t *tok, int32_t *tgt) {
+    static const int cyc[8] = {3, 17, 8, 29, 12, 21, 5, 26};
+    for (int b = 0; b < FB; b++)
+        for (int t = 0; t <= FT; t++) {
+            int v = cyc[(2 * b + 1 + t) % 8];
+            if (t < FT) tok[b * FT + t] = v;
+            if (t > 0) tgt[b * FT + t - 1] = v;
+        }
+}
+
+static inline mope_train_config ft_config(void) {
+    mope_train_config c;
+    mope_train_config_init(&c);
+    c.n_vocab = FV;
+    c.n_embd = 32;
+    c.n_layer = 2;
+    c.n_head = 4;
+    c.n_head_kv = 2;
+    c.n_ff = 64;
+    c.n_ctx = FT;
+    c.tied_output = false; /* so the head can be adapted too */
+    return c;
+}
+
 #endif
