@@ -318,14 +318,17 @@ static void test_styles(void **state) {
     assert_true(m[S3A][FRIEND] > m[NEU][FRIEND] + 1.5);
     assert_true(m[S3B][FRIEND] < m[NEU][FRIEND] - 1.5);
     /* The sanity table asks each expert to move its dimension by >= 1 std of
-     * the base; a model imitating the corpus gets part of the way, so the
-     * corpus itself must be further apart than that (the P1A and P2A styles
-     * were at 1.0 before the neutral style was made fuller). */
+     * the base (P2A in words); a model imitating the corpus gets part of the
+     * way, so the corpus itself must be further apart than that (the P1A and
+     * P2A styles were at 1.0 before the neutral style was made fuller). */
     double sd_exp = sqrt(a->sq[NEU][EXP] / a->n[NEU] - m[NEU][EXP] * m[NEU][EXP]);
     double sd_inf = sqrt(a->sq[NEU][INFO] / a->n[NEU] - m[NEU][INFO] * m[NEU][INFO]);
-    fprintf(stderr, "neutral-std shifts: P1A expertise %.2f, P2A informativeness %.2f\n",
-            (m[NEU][EXP] - m[S1A][EXP]) / sd_exp, (m[NEU][INFO] - m[S2A][INFO]) / sd_inf);
+    double sd_words = sqrt(a->sq[NEU][WORDS] / a->n[NEU] - m[NEU][WORDS] * m[NEU][WORDS]);
+    fprintf(stderr, "neutral-std shifts: P1A expertise %.2f, P2A words %.2f, P2A informativeness %.2f\n",
+            (m[NEU][EXP] - m[S1A][EXP]) / sd_exp, (m[NEU][WORDS] - m[S2A][WORDS]) / sd_words,
+            (m[NEU][INFO] - m[S2A][INFO]) / sd_inf);
     assert_true(m[NEU][EXP] - m[S1A][EXP] >= 1.2 * sd_exp);
+    assert_true(m[NEU][WORDS] - m[S2A][WORDS] >= 1.2 * sd_words);
     assert_true(m[NEU][INFO] - m[S2A][INFO] >= 1.2 * sd_inf);
     /* and each style's own choice utility beats neutral's */
     for (int c = 0; c < 6; c++) assert_true(m[1 + c][U0 + c] > m[NEU][U0 + c] + 0.15);

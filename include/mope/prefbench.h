@@ -227,6 +227,13 @@ int mope_prefbench_label(const mope_prefbench_labeler *lb, const char *answer, c
  * rare-word rate skips. */
 int mope_prefbench_is_stopword(const char *w);
 
+/* The labels as a new JSON object (NULL when out of memory): words,
+ * fk_grade, rare_rate, expertise, facts, novel, informativeness,
+ * friendliness, empty, truncated, on_topic, repetition, gate, and "utility"
+ * {"P1A": .., ..., "P3B": ..}.  The caller owns it (cJSON_Delete). */
+typedef struct cJSON cJSON;
+cJSON *mope_prefbench_labels_json(const mope_prefbench_labels *l);
+
 /* Choice id "P1A".."P3B" -> 0..5, or -1. */
 int mope_prefbench_choice_index(const char *id);
 /* Mean utility over the given choices (ids like "P1A"); each is in [0,1]. */

@@ -54,6 +54,15 @@ int cli_default_threads(void);
 /* Reads a whole text file (NUL-terminated); prints the error itself. */
 char *cli_read_text(const char *cmd, const char *path, size_t *len);
 
+/* Reads the JSONL file in, calls fn on every non-blank line's object (which fn
+ * may change; it prints its own errors and returns non-zero to stop), and
+ * writes the objects, one per line, to out (atomically) or to standard output
+ * when out is NULL.  A malformed line or an empty file is an error.  Returns 0
+ * or an exit code; *n_out gets the number of records. */
+typedef struct cJSON cJSON;
+typedef int (*cli_jsonl_fn)(void *ctx, cJSON *obj, long long line);
+int cli_jsonl_map(const char *cmd, const char *in, const char *out, cli_jsonl_fn fn, void *ctx, long long *n_out);
+
 /* A model with its tokenizer and a thread pool, as the inference commands
  * use them. */
 typedef struct mope_model mope_model;

@@ -1,5 +1,7 @@
 /* mope prefbench SUB: the built-in benchmark's data (docs/PREFBENCH.md). */
+#include <cjson/cJSON.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli/cli.h"
 #include "mope/prefbench.h"
@@ -8,6 +10,7 @@ static const char *const HELP =
     "usage: mope prefbench corpus --out DIR [--wordnet DIR] [--seed S] [--max-concepts N]\n"
     "                             [--variants N] [--tiny]\n"
     "       mope prefbench build [--tiny] [--out DIR] [options]   (mope prefbench build --help)\n"
+    "       mope prefbench label --data FILE [--out FILE]          (mope prefbench label --help)\n"
     "\n"
     "Builds the PrefBench question-answer corpus from WordNet (Debian package\n"
     "wordnet-base): prompts in 16 phrasings per concept and answers in the neutral\n"
@@ -160,6 +163,86 @@ static int build(int argc, char **argv) {
     return 0;
 }
 
+static const char *const HELP_LABEL =
+    "usage: mope prefbench label --data FILE [--out FILE] [--wordnet DIR]\n"
+    "\n"
+    "Scores answers with PrefBench's labelers (the stand-ins for the paper's\n"
+    "annotators; docs/PREFBENCH.md, \"Labelers\").  Reads JSONL lines\n"
+    "{\"prompt\", \"response\"[, \"concept\"]} and writes each line with a \"labels\"\n"
+    "object added: words; P1 fk_grade, rare_rate, expertise; P2 facts, novel,\n"
+    "informativeness; P3 friendliness; the relevance checks empty, truncated,\n"
+    "on_topic, repetition, gate; and \"utility\", each choice's utility in [0,1]\n"
+    "(P1A..P3B).  Without \"concept\" the concept is the longest run of up to 3\n"
+    "prompt words that is a WordNet noun.\n"
+    "\n"
+    "options:\n"
+    "  -d, --data FILE        JSONL input (required)\n"
+    "  -o, --out FILE         JSONL output (default: standard output; written atomically)\n"
+    "  --wordnet DIR          WordNet database directory (default /usr/share/wordnet)\n"
+    "  -h, --help             show this help\n";
+
+typedef struct label_ctx {
+    const char *cmd, *path;
+    mope_prefbench_labeler *lb;
+} label_ctx;
+
+static int label_line(void *ctx, cJSON *obj, long long line) {
+    const label_ctx *lc = ctx;
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(obj, "prompt");
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(obj, "response");
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(obj, "concept");
+    if (!cJSON_IsString(p)) return cli_fail(lc->cmd, "%s:%lld: missing string field \"prompt\"", lc->path, line);
+    if (!cJSON_IsString(r)) return cli_fail(lc->cmd, "%s:%lld: missing string field \"response\"", lc->path, line);
+    if (c && !cJSON_IsString(c)) return cli_fail(lc->cmd, "%s:%lld: \"concept\" is not a string", lc->path, line);
+    mope_prefbench_labels l;
+    mope_error err = {0};
+    if (mope_prefbench_label(lc->lb, r->valuestring, p->valuestring, c ? c->valuestring : NULL, &l, &err)) {
+        char where[64];
+        snprintf(where, sizeof where, "line %lld", line);
+        return cli_fail_err(lc->cmd, &err, where);
+    }
+    cJSON *o = mope_prefbench_labels_json(&l);
+    if (!o) return cli_fail(lc->cmd, "out of memory");
+    cJSON_DeleteItemFromObjectCaseSensitive(obj, "labels");
+    cJSON_AddItemToObject(obj, "labels", o);
+    return 0;
+}
+
+static int label(int argc, char **argv) {
+    const char *cmd = "prefbench label", *v = NULL, *data = NULL, *out = NULL, *wn_dir = "/usr/share/wordnet";
+    for (int i = 1; i < argc; i++) {
+        int r = 0;
+        if (cli_is_help(argv[i])) {
+            fputs(HELP_LABEL, stdout);
+            return 0;
+        } else if ((r = cli_opt(cmd, argc, argv, &i, "-d", "--data", &v))) {
+            if (r < 0) return CLI_EXIT_USAGE;
+            data = v;
+        } else if ((r = cli_opt(cmd, argc, argv, &i, "-o", "--out", &v))) {
+            if (r < 0) return CLI_EXIT_USAGE;
+            out = v;
+        } else if ((r = cli_opt(cmd, argc, argv, &i, NULL, "--wordnet", &v))) {
+            if (r < 0) return CLI_EXIT_USAGE;
+            wn_dir = v;
+        } else {
+            return cli_usage_error(cmd, "unknown argument '%s'", argv[i]);
+        }
+    }
+    if (!data) return cli_usage_error(cmd, "no data given (--data FILE)");
+    mope_error err = {0};
+    mope_wordnet *wn = mope_wordnet_load(wn_dir, &err);
+    if (!wn) return cli_fail_err(cmd, &err, "loading WordNet (Debian package wordnet-base)");
+    label_ctx lc = {.cmd = cmd, .path = data, .lb = mope_prefbench_labeler_create(wn, &err)};
+    int rc = 0;
+    long long n = 0;
+    if (!lc.lb) rc = cli_fail_err(cmd, &err, "creating the labelers");
+    else rc = cli_jsonl_map(cmd, data, out, label_line, &lc, &n);
+    if (!rc) fprintf(stderr, "labelled %lld records\n", n);
+    mope_prefbench_labeler_free(lc.lb);
+    mope_wordnet_free(wn);
+    return rc;
+}
+
 int cmd_prefbench(int argc, char **argv) {
     if (argc < 2 || cli_is_help(argv[1])) {
         fputs(HELP, argc < 2 ? stderr : stdout);
@@ -167,5 +250,6 @@ int cmd_prefbench(int argc, char **argv) {
     }
     if (strcmp(argv[1], "corpus") == 0) return corpus(argc - 1, argv + 1);
     if (strcmp(argv[1], "build") == 0) return build(argc - 1, argv + 1);
-    return cli_usage_error("prefbench", "unknown sub-command '%s' (expected: corpus, build)", argv[1]);
+    if (strcmp(argv[1], "label") == 0) return label(argc - 1, argv + 1);
+    return cli_usage_error("prefbench", "unknown sub-command '%s' (expected: corpus, build, label)", argv[1]);
 }

@@ -46,7 +46,8 @@ static int score_one(score_ctx *s, const char *prompt, const char *resp, float *
 }
 
 /* Scores one parsed line in place (adds the score fields). */
-static int score_line(score_ctx *s, cJSON *obj, long long line) {
+static int score_line(void *ctx, cJSON *obj, long long line) {
+    score_ctx *s = ctx;
     mope_error err = {0};
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(obj, "prompt");
     const cJSON *r = cJSON_GetObjectItemCaseSensitive(obj, "response");
@@ -119,14 +120,8 @@ int cmd_score(int argc, char **argv) {
         if (t < 0) return cli_usage_error(cmd, "--template: %s", err.msg);
         s.dop.chat = (mope_chat_template)t;
     }
-    size_t len = 0;
-    char *text = cli_read_text(cmd, data, &len);
-    if (!text) return CLI_EXIT_ERROR;
     mope_tokenizer *tok = mope_tokenizer_load(rm, &err);
     int rc = 0;
-    char *buf = NULL;
-    size_t blen = 0;
-    FILE *mem = NULL;
     if (!tok) {
         rc = cli_fail_err(cmd, &err, "loading the tokenizer of the reward model");
         goto done;
@@ -151,47 +146,10 @@ int cmd_score(int argc, char **argv) {
     s.dop.tok = tok;
     s.dop.n_ctx = mope_train_model_config(s.m)->n_ctx;
     s.dop.strict = true; /* a cut response would be scored as something else */
-    if (!(mem = open_memstream(&buf, &blen))) {
-        rc = cli_fail(cmd, "out of memory");
-        goto done;
-    }
-    long long line = 0, n = 0;
-    for (char *p = text; *p && !rc;) {
-        char *e = strchr(p, '\n');
-        if (e) *e = 0;
-        line++;
-        char *q = p;
-        while (*q == ' ' || *q == '\t' || *q == '\r') q++;
-        if (*q) {
-            cJSON *obj = cJSON_Parse(q);
-            if (!obj || !cJSON_IsObject(obj)) rc = cli_fail(cmd, "%s:%lld: malformed JSON (expected an object)", data, line);
-            else rc = score_line(&s, obj, line);
-            if (!rc) {
-                char *o = cJSON_PrintUnformatted(obj);
-                if (!o) rc = cli_fail(cmd, "out of memory");
-                else fprintf(mem, "%s\n", o);
-                free(o);
-                n++;
-            }
-            cJSON_Delete(obj);
-        }
-        p = e ? e + 1 : p + strlen(p);
-    }
-    if (!rc && n == 0) rc = cli_fail(cmd, "%s: no records (empty file)", data);
-    if (fclose(mem) != 0 && !rc) rc = cli_fail(cmd, "out of memory");
-    mem = NULL;
-    if (!rc) {
-        if (out) {
-            if (mope_io_write_atomic(out, buf, blen, &err)) rc = cli_fail_err(cmd, &err, out);
-        } else {
-            fwrite(buf, 1, blen, stdout);
-        }
-        if (!rc) fprintf(stderr, "scored %lld records\n", n);
-    }
+    long long n = 0;
+    rc = cli_jsonl_map(cmd, data, out, score_line, &s, &n);
+    if (!rc) fprintf(stderr, "scored %lld records\n", n);
 done:
-    if (mem) fclose(mem);
-    free(buf);
-    free(text);
     mope_train_model_free(s.m);
     mope_tokenizer_free(tok);
     return rc;

@@ -3,6 +3,9 @@
 #include <stdarg.h>
 #include <stdlib.h>
 
+#include <cjson/cJSON.h>
+#include <string.h>
+
 #include "cli/cli.h"
 #include "mope/io.h"
 
@@ -105,4 +108,50 @@ char *cli_read_text(const char *cmd, const char *path, size_t *len) {
     }
     if (len) *len = n;
     return data;
+}
+
+int cli_jsonl_map(const char *cmd, const char *in, const char *out, cli_jsonl_fn fn, void *ctx, long long *n_out) {
+    size_t len = 0;
+    char *text = cli_read_text(cmd, in, &len);
+    if (!text) return CLI_EXIT_ERROR;
+    char *buf = NULL;
+    size_t blen = 0;
+    FILE *mem = open_memstream(&buf, &blen);
+    int rc = mem ? 0 : cli_fail(cmd, "out of memory");
+    long long line = 0, n = 0;
+    for (char *p = text; *p && !rc;) {
+        char *e = strchr(p, '\n');
+        if (e) *e = 0;
+        line++;
+        char *q = p;
+        while (*q == ' ' || *q == '\t' || *q == '\r') q++;
+        if (*q) {
+            cJSON *obj = cJSON_Parse(q);
+            if (!obj || !cJSON_IsObject(obj)) rc = cli_fail(cmd, "%s:%lld: malformed JSON (expected an object)", in, line);
+            else rc = fn(ctx, obj, line);
+            if (!rc) {
+                char *o = cJSON_PrintUnformatted(obj);
+                if (!o) rc = cli_fail(cmd, "out of memory");
+                else fprintf(mem, "%s\n", o);
+                free(o);
+                n++;
+            }
+            cJSON_Delete(obj);
+        }
+        p = e ? e + 1 : p + strlen(p);
+    }
+    if (!rc && n == 0) rc = cli_fail(cmd, "%s: no records (empty file)", in);
+    if (mem && fclose(mem) != 0 && !rc) rc = cli_fail(cmd, "out of memory");
+    if (!rc) {
+        mope_error err = {0};
+        if (out) {
+            if (mope_io_write_atomic(out, buf, blen, &err)) rc = cli_fail_err(cmd, &err, out);
+        } else {
+            fwrite(buf, 1, blen, stdout);
+        }
+    }
+    free(buf);
+    free(text);
+    if (n_out) *n_out = n;
+    return rc;
 }

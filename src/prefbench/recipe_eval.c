@@ -8,10 +8,19 @@
 #include "mope/io.h"
 #include "prefbench/recipe_internal.h"
 
-/* Dimension score the labelers give (higher = the B side for P1 and P2,
- * friendlier for P3) and the direction each choice should move it. */
-static double dim_score(const mope_prefbench_labels *l, int dim) {
-    return dim == 0 ? l->expertise : dim == 1 ? l->informativeness : l->friendliness;
+/* The score on its dimension by which a choice's move is measured: the
+ * labeler quantity its utility rewards, so that an answer the utility calls
+ * perfect moves it the right way (higher = the B side for P1 and P2,
+ * friendlier for P3).  P2A's is length: a concise answer keeps the concept's
+ * core facts (the corpus' own P2A answers are *more* informative than the
+ * base's, which invents content on unseen concepts), so informativeness is
+ * no measure of conciseness. */
+static double dim_score(const mope_prefbench_labels *l, int choice) {
+    switch (choice / 2) {
+    case 0: return l->expertise;
+    case 1: return choice == 2 ? l->words : l->informativeness;
+    default: return l->friendliness;
+    }
 }
 static const double CHOICE_SIGN[6] = {-1, +1, -1, +1, +1, -1};
 
@@ -362,7 +371,7 @@ int recipe_stage_eval(recipe_ctx *c, mope_error *err) {
     char key[128], tok[4200], out[4200];
     recipe_path(tok, sizeof tok, c->out, "tokenizer.gguf");
     recipe_path(out, sizeof out, c->work, "eval_test.jsonl");
-    snprintf(key, sizeof key, "n=%d max=%d margin=%g v2", c->sz.n_eval_prompts, c->sz.gen_max_tokens, c->sz.rm_margin);
+    snprintf(key, sizeof key, "n=%d max=%d margin=%g v3", c->sz.n_eval_prompts, c->sz.gen_max_tokens, c->sz.rm_margin);
     const char *outs[] = {out};
     int skip;
     recipe_stage_begin(c, "eval", key, outs, 1, &skip);
@@ -437,11 +446,8 @@ int recipe_stage_eval(recipe_ctx *c, mope_error *err) {
         cJSON_AddStringToObject(o, "preference", ch[r] >= 0 ? RECIPE_CHOICE[ch[r]] : "");
         cJSON_AddStringToObject(o, "method", method);
         cJSON_AddStringToObject(o, "response", rr[j]);
-        cJSON *s = cJSON_AddObjectToObject(o, "scores");
-        cJSON_AddNumberToObject(s, "expertise", lab[j].expertise);
-        cJSON_AddNumberToObject(s, "informativeness", lab[j].informativeness);
-        cJSON_AddNumberToObject(s, "friendliness", lab[j].friendliness);
-        cJSON_AddNumberToObject(s, "gate", lab[j].q.gate);
+        cJSON *l = mope_prefbench_labels_json(&lab[j]);
+        if (l) cJSON_AddItemToObject(o, "labels", l);
         char *line = cJSON_PrintUnformatted(o);
         cJSON_Delete(o);
         if (!line) rc = mope_error_set(err, MOPE_ENOMEM, "out of memory");
@@ -463,8 +469,9 @@ int recipe_stage_eval(recipe_ctx *c, mope_error *err) {
                    "each (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05, no-repeat-3-gram, at most %d tokens), "
                    "scored by the labelers. *Shift* = (mean dimension score of the expert on the prompt with its "
                    "sentence - mean of the base on the plain prompt) / std of the base's score, signed so that "
-                   "positive is the choice's direction (P1: expertise = FK grade + 20 rare-word rate; P2: "
-                   "informativeness; P3: friendliness). *Prompted base* is the base model given the same sentence. "
+                   "positive is the choice's direction, on the labeler quantity the choice's utility rewards (P1: "
+                   "expertise = FK grade + 20 rare-word rate; P2A: length in words; P2B: informativeness = distinct "
+                   "facts + 0.1 distinct content words; P3: friendliness). *Prompted base* is the base model given the same sentence. "
                    "*On topic* and *gate* are the labelers' relevance checks (1 = complete, on-topic, not "
                    "repetitive). *RM acc* is the reward model's pairwise accuracy on every pair of the 13 answers "
                    "per prompt whose labeler utility for the choice differs by >= %.2f; then split into pairs whose "
@@ -477,14 +484,13 @@ int recipe_stage_eval(recipe_ctx *c, mope_error *err) {
                    "relevance | pass |\n"
                    "|---|---|---|---|---|---|---|---|---|---|---|\n");
         for (int k = 0; k < 6; k++) {
-            int dim = k / 2;
             double mb, sb, me, se, mp2, sp2;
             double ot_b = 0, ot_e = 0, g_b = 0, g_e = 0, u_b = 0, u_e = 0;
-            for (int i = 0; i < N; i++) x[i] = dim_score(&lab[i * PER], dim);
+            for (int i = 0; i < N; i++) x[i] = dim_score(&lab[i * PER], k);
             mean_std(x, N, &mb, &sb);
-            for (int i = 0; i < N; i++) x[i] = dim_score(&lab[i * PER + 7 + k], dim);
+            for (int i = 0; i < N; i++) x[i] = dim_score(&lab[i * PER + 7 + k], k);
             mean_std(x, N, &me, &se);
-            for (int i = 0; i < N; i++) x[i] = dim_score(&lab[i * PER + 1 + k], dim);
+            for (int i = 0; i < N; i++) x[i] = dim_score(&lab[i * PER + 1 + k], k);
             mean_std(x, N, &mp2, &sp2);
             for (int i = 0; i < N; i++) {
                 const mope_prefbench_labels *lb = &lab[i * PER], *le = &lab[i * PER + 7 + k];

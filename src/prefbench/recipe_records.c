@@ -1,4 +1,5 @@
-/* PrefBench recipe: reading the corpus' JSONL records and prompts. */
+/* PrefBench recipe: reading the corpus' JSONL records and prompts, and
+ * writing the labelers' scores as JSON. */
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 
@@ -137,3 +138,30 @@ int recipe_read_prompts(const char *path, int one_per_concept, char ***prompts, 
     return 0;
 }
 
+
+cJSON *mope_prefbench_labels_json(const mope_prefbench_labels *l) {
+    static const char *const ids[6] = {"P1A", "P1B", "P2A", "P2B", "P3A", "P3B"};
+    cJSON *o = cJSON_CreateObject(), *u = cJSON_CreateObject();
+    bool ok = o && u;
+    ok = ok && cJSON_AddNumberToObject(o, "words", l->words);
+    ok = ok && cJSON_AddNumberToObject(o, "fk_grade", l->fk_grade);
+    ok = ok && cJSON_AddNumberToObject(o, "rare_rate", l->rare_rate);
+    ok = ok && cJSON_AddNumberToObject(o, "expertise", l->expertise);
+    ok = ok && cJSON_AddNumberToObject(o, "facts", l->facts);
+    ok = ok && cJSON_AddNumberToObject(o, "novel", l->novel);
+    ok = ok && cJSON_AddNumberToObject(o, "informativeness", l->informativeness);
+    ok = ok && cJSON_AddNumberToObject(o, "friendliness", l->friendliness);
+    ok = ok && cJSON_AddBoolToObject(o, "empty", l->q.empty);
+    ok = ok && cJSON_AddBoolToObject(o, "truncated", l->q.truncated);
+    ok = ok && cJSON_AddBoolToObject(o, "on_topic", l->q.on_topic);
+    ok = ok && cJSON_AddNumberToObject(o, "repetition", l->q.repetition);
+    ok = ok && cJSON_AddNumberToObject(o, "gate", l->q.gate);
+    for (int k = 0; ok && k < 6; k++) ok = cJSON_AddNumberToObject(u, ids[k], l->choice[k]) != NULL;
+    if (ok) {
+        cJSON_AddItemToObject(o, "utility", u);
+        return o;
+    }
+    cJSON_Delete(u);
+    cJSON_Delete(o);
+    return NULL;
+}
