@@ -127,7 +127,8 @@ int cli_jsonl_map(const char *cmd, const char *in, const char *out, cli_jsonl_fn
         while (*q == ' ' || *q == '\t' || *q == '\r') q++;
         if (*q) {
             cJSON *obj = cJSON_Parse(q);
-            if (!obj || !cJSON_IsObject(obj)) rc = cli_fail(cmd, "%s:%lld: malformed JSON (expected an object)", in, line);
+            if (!obj || !cJSON_IsObject(obj))
+                rc = cli_fail(cmd, "%s:%lld: malformed JSON (expected an object)", in, line);
             else rc = fn(ctx, obj, line);
             if (!rc) {
                 char *o = cJSON_PrintUnformatted(obj);
